@@ -1,0 +1,251 @@
+//! The `memberd` command line.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::app::{Application, open_store, shutdown_signal};
+use crate::authn::Secret;
+use crate::authn::api_key::HashAlgorithm;
+use crate::config::{LogFormat, SettingsArgs};
+use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern};
+use crate::service::ServiceError;
+use crate::service::clients::{ClientAdmin, KeyHasher, NewClient};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "memberd",
+    version,
+    about = "memberd: users, permissions and API clients for an organisation"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP service.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API clients (the callers of /admin routes).
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Create a client; its API key is printed once and only its hash is kept.
+    Create(CreateClient),
+    /// List clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse the client's requests from now on.
+    Disable { client_key: String },
+    /// Accept the client's requests again.
+    Enable { client_key: String },
+    /// Replace the client's API key; the old key stops working at once.
+    Rotate {
+        client_key: String,
+        #[arg(long, value_enum, default_value_t)]
+        hash: HashAlgorithm,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CreateClient {
+    #[arg(long)]
+    name: String,
+    /// Origin allowed to call (repeatable); none means any.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// IP or CIDR allowed to call (repeatable); none means any.
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    allow_ips: Vec<String>,
+    /// Path pattern allowed (repeatable; * within a segment, ** across); none means any.
+    #[arg(long = "allow-path", value_name = "GLOB")]
+    allow_paths: Vec<String>,
+    /// When the client stops working (RFC 3339, e.g. 2027-01-01T00:00:00Z).
+    #[arg(long, value_name = "RFC3339")]
+    expires_at: Option<String>,
+    /// Requests per minute the client may make.
+    #[arg(long = "rate-limit", value_name = "PER_MINUTE")]
+    rate_limit: Option<u32>,
+    #[arg(long, value_enum, default_value_t)]
+    hash: HashAlgorithm,
+    #[arg(long)]
+    json: bool,
+}
+
+impl CreateClient {
+    fn parse(self) -> anyhow::Result<(NewClient, bool)> {
+        let field = |what: &str, value: &str| format!("--{what} {value:?}");
+        let new = NewClient {
+            name: ClientName::parse(self.name.clone())
+                .with_context(|| field("name", &self.name))?,
+            allowed_origins: self
+                .allow_origins
+                .iter()
+                .map(|o| Origin::normalize(o).with_context(|| field("allow-origin", o)))
+                .collect::<anyhow::Result<_>>()?,
+            allowed_ips: self
+                .allow_ips
+                .iter()
+                .map(|ip| {
+                    ip.parse::<IpNet>()
+                        .or_else(|_| ip.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .with_context(|| {
+                            format!("{}: not an IP address or CIDR", field("allow-ip", ip))
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            allowed_paths: self
+                .allow_paths
+                .iter()
+                .map(|p| PathPattern::parse(p.clone()).with_context(|| field("allow-path", p)))
+                .collect::<anyhow::Result<_>>()?,
+            expires_at: self
+                .expires_at
+                .as_deref()
+                .map(|t| {
+                    OffsetDateTime::parse(t, &Rfc3339).with_context(|| {
+                        format!("{}: not an RFC 3339 time", field("expires-at", t))
+                    })
+                })
+                .transpose()?,
+            rate_limit_per_minute: self.rate_limit,
+            hash: self.hash,
+        };
+        Ok((new, self.json))
+    }
+}
+
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("memberd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings.resolve()?;
+    match cli.command {
+        Command::Serve => {
+            telemetry::init(settings.log_format, "info");
+            let app = Application::build(settings).await?;
+            app.run_until(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            telemetry::init(settings.log_format, "warn");
+            open_store(&settings.database_url).await?.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Client(command) => {
+            telemetry::init(LogFormat::Text, "warn");
+            let store = open_store(&settings.database_url).await?;
+            let admin = ClientAdmin::new(store.clone(), KeyHasher::default());
+            let result = client_command(&admin, command).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+fn describe(e: ServiceError) -> anyhow::Error {
+    match e {
+        ServiceError::NotFound("client") => anyhow::anyhow!("no client with that client key"),
+        other => other.into(),
+    }
+}
+
+fn print_key(client_key: &str, api_key: &Secret, client: Option<&ApiClient>, as_json: bool) {
+    if as_json {
+        let mut out = json!({ "client_key": client_key, "api_key": api_key.expose() });
+        if let Some(client) = client {
+            out["client"] = serde_json::to_value(client).expect("a client serialises");
+        }
+        println!("{out}");
+    } else {
+        println!("client_key: {client_key}");
+        println!("api_key:    {}", api_key.expose());
+        println!();
+        println!("The API key is shown only now; memberd keeps only its hash.");
+        println!("Send both with each request: X-Client-Key and X-API-Key.");
+    }
+}
+
+async fn client_command(admin: &ClientAdmin, command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Create(args) => {
+            let (new, as_json) = args.parse()?;
+            let (client, api_key) = admin.create(new).await.map_err(describe)?;
+            print_key(&client.client_key, &api_key, Some(&client), as_json);
+        }
+        ClientCommand::List { json } => {
+            let clients = admin.list().await.map_err(describe)?;
+            if json {
+                println!("{}", serde_json::to_string(&clients)?);
+            } else {
+                println!(
+                    "{:<28} {:<9} {:<25} {:<25} NAME",
+                    "CLIENT_KEY", "STATUS", "EXPIRES_AT", "LAST_USED_AT"
+                );
+                let when = |t: Option<OffsetDateTime>| {
+                    t.and_then(|t| t.format(&Rfc3339).ok())
+                        .unwrap_or_else(|| "-".into())
+                };
+                for c in clients {
+                    println!(
+                        "{:<28} {:<9} {:<25} {:<25} {}",
+                        c.client_key,
+                        c.status.as_str(),
+                        when(c.expires_at),
+                        when(c.last_used_at),
+                        c.name
+                    );
+                }
+            }
+        }
+        ClientCommand::Disable { client_key } => {
+            admin
+                .set_status(&client_key, ClientStatus::Disabled)
+                .await
+                .map_err(describe)?;
+            println!("client {client_key} disabled");
+        }
+        ClientCommand::Enable { client_key } => {
+            admin
+                .set_status(&client_key, ClientStatus::Active)
+                .await
+                .map_err(describe)?;
+            println!("client {client_key} enabled");
+        }
+        ClientCommand::Rotate {
+            client_key,
+            hash,
+            json,
+        } => {
+            let api_key = admin.rotate(&client_key, hash).await.map_err(describe)?;
+            print_key(&client_key, &api_key, None, json);
+        }
+    }
+    Ok(())
+}

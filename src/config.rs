@@ -1,0 +1,299 @@
+//! Settings: flags, then environment (`MEMBERD_*`), then an optional TOML
+//! file, then defaults. The file's keys are the flags' long names with
+//! underscores; a key it does not know is an error, so a typo cannot silently
+//! leave a default in force.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::authn::Secret;
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://memberd.db";
+const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+const DEFAULT_API_KEY_CACHE_SECONDS: u64 = 60;
+/// Internal secrets are compared as given: a short one could be guessed.
+const MIN_SECRET_LEN: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Generates missing secrets and prints them once.
+    #[default]
+    Development,
+    /// Refuses to start without configured secrets.
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// What the service runs with, every value resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub database_url: String,
+    pub environment: Environment,
+    pub internal_secrets: Vec<Secret>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub api_key_cache_ttl: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Defaults for everything, on the given database: a starting point for tests and tools.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Self {
+            bind: DEFAULT_BIND
+                .parse()
+                .expect("the default bind address parses"),
+            database_url: database_url.into(),
+            environment: Environment::Development,
+            internal_secrets: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            api_key_cache_ttl: Duration::from_secs(DEFAULT_API_KEY_CACHE_SECONDS),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Flags, each with its environment variable. Global, so they may be given
+/// before or after the subcommand.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct SettingsArgs {
+    /// TOML file with settings (keys as the flags below, with underscores).
+    #[arg(long, env = "MEMBERD_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// sqlite://FILE (default sqlite://memberd.db) or postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        env = "MEMBERD_DATABASE_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "MEMBERD_BIND", global = true, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    #[arg(long, env = "MEMBERD_ENVIRONMENT", global = true, value_enum)]
+    pub environment: Option<Environment>,
+    /// Shared secret for /internal routes; repeat (or separate with commas) to accept several during a rotation.
+    #[arg(
+        long = "internal-secret",
+        env = "MEMBERD_INTERNAL_SECRETS",
+        global = true,
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub internal_secrets: Vec<String>,
+    /// Proxy (IP or CIDR) whose X-Forwarded-For is believed; repeat or separate with commas.
+    #[arg(
+        long = "trusted-proxy",
+        env = "MEMBERD_TRUSTED_PROXIES",
+        global = true,
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<String>,
+    /// Largest request body accepted, in bytes [default: 65536].
+    #[arg(
+        long,
+        env = "MEMBERD_MAX_BODY_BYTES",
+        global = true,
+        value_name = "BYTES"
+    )]
+    pub max_body_bytes: Option<usize>,
+    /// How long a verified API key is remembered [default: 60].
+    #[arg(
+        long,
+        env = "MEMBERD_API_KEY_CACHE_SECONDS",
+        global = true,
+        value_name = "SECONDS"
+    )]
+    pub api_key_cache_seconds: Option<u64>,
+    #[arg(long, env = "MEMBERD_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    database_url: Option<String>,
+    bind: Option<SocketAddr>,
+    environment: Option<Environment>,
+    internal_secrets: Option<Vec<Secret>>,
+    trusted_proxies: Option<Vec<String>>,
+    max_body_bytes: Option<usize>,
+    api_key_cache_seconds: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in {}", path.display()))
+}
+
+fn parse_proxy(s: &str) -> anyhow::Result<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .with_context(|| format!("trusted proxy {s:?} is neither an IP address nor a CIDR"))
+}
+
+impl SettingsArgs {
+    pub fn resolve(&self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let defaults = Settings::with_database(DEFAULT_DATABASE_URL);
+
+        let internal_secrets: Vec<Secret> = if self.internal_secrets.is_empty() {
+            file.internal_secrets.unwrap_or_default()
+        } else {
+            self.internal_secrets.iter().map(Secret::new).collect()
+        };
+        let internal_secrets: Vec<Secret> = internal_secrets
+            .into_iter()
+            .filter(|s| !s.expose().trim().is_empty())
+            .collect();
+        if internal_secrets
+            .iter()
+            .any(|s| s.expose().chars().count() < MIN_SECRET_LEN)
+        {
+            bail!("every internal secret must be at least {MIN_SECRET_LEN} characters long");
+        }
+
+        let proxies = if self.trusted_proxies.is_empty() {
+            file.trusted_proxies.unwrap_or_default()
+        } else {
+            self.trusted_proxies.clone()
+        };
+        let trusted_proxies = proxies
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| parse_proxy(p))
+            .collect::<anyhow::Result<_>>()?;
+
+        let max_body_bytes = self
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(defaults.max_body_bytes);
+        if max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+
+        Ok(Settings {
+            bind: self.bind.or(file.bind).unwrap_or(defaults.bind),
+            database_url: self
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or(defaults.database_url),
+            environment: self.environment.or(file.environment).unwrap_or_default(),
+            internal_secrets,
+            trusted_proxies,
+            max_body_bytes,
+            api_key_cache_ttl: self
+                .api_key_cache_seconds
+                .or(file.api_key_cache_seconds)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.api_key_cache_ttl),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(toml: &str) -> (tempfile::TempDir, SettingsArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memberd.toml");
+        std::fs::write(&path, toml).unwrap();
+        (
+            dir,
+            SettingsArgs {
+                config: Some(path),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn defaults_apply_without_anything() {
+        let s = SettingsArgs::default().resolve().unwrap();
+        assert_eq!(s.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(s.environment, Environment::Development);
+        assert!(s.internal_secrets.is_empty());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let (_dir, mut args) = with_file(
+            "bind = \"0.0.0.0:9000\"\ndatabase_url = \"sqlite://other.db\"\n\
+             internal_secrets = [\"file-secret-0123456789\"]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+        );
+        args.database_url = Some("postgres://db/memberd".into());
+        let s = args.resolve().unwrap();
+        assert_eq!(s.bind.to_string(), "0.0.0.0:9000");
+        assert_eq!(s.database_url, "postgres://db/memberd");
+        assert_eq!(s.internal_secrets[0].expose(), "file-secret-0123456789");
+        assert_eq!(s.trusted_proxies[0].to_string(), "10.0.0.0/8");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let (_dir, args) = with_file("databse_url = \"sqlite://typo.db\"\n");
+        let err = format!("{:#}", args.resolve().unwrap_err());
+        assert!(err.contains("databse_url"), "{err}");
+    }
+
+    #[test]
+    fn short_secrets_and_bad_proxies_are_refused() {
+        let args = SettingsArgs {
+            internal_secrets: vec!["short".into()],
+            ..Default::default()
+        };
+        assert!(args.resolve().is_err());
+        let args = SettingsArgs {
+            trusted_proxies: vec!["not-an-ip".into()],
+            ..Default::default()
+        };
+        assert!(args.resolve().is_err());
+        let args = SettingsArgs {
+            trusted_proxies: vec!["192.0.2.1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            args.resolve().unwrap().trusted_proxies[0].to_string(),
+            "192.0.2.1/32"
+        );
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let args = SettingsArgs {
+            config: Some("/nonexistent/memberd.toml".into()),
+            ..Default::default()
+        };
+        assert!(args.resolve().is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! Admin routes, for authenticated API clients.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{AdminCaller, JsonBody};
+use crate::model::{Action, AuthentikSub, Grant, Module, Permission, Revision, ScopeId, ScopeType};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/permissions/grant", post(grant))
+        .route("/admin/permissions/revoke", post(revoke))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantRequest {
+    authentik_sub: AuthentikSub,
+    scope_type: ScopeType,
+    scope_id: ScopeId,
+    module: Module,
+    action: Action,
+}
+
+impl GrantRequest {
+    fn into_parts(self) -> (AuthentikSub, Permission) {
+        let permission = Permission {
+            scope_type: self.scope_type,
+            scope_id: self.scope_id,
+            module: self.module,
+            action: self.action,
+        };
+        (self.authentik_sub, permission)
+    }
+}
+
+#[derive(Serialize)]
+struct GrantResponse {
+    grant: Grant,
+    created: bool,
+    revision: Revision,
+}
+
+async fn grant(
+    AdminCaller(_client): AdminCaller,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<GrantRequest>,
+) -> Result<(StatusCode, Json<GrantResponse>), ApiError> {
+    let (sub, permission) = request.into_parts();
+    let outcome = state.directory.grant(&sub, &permission).await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(GrantResponse {
+            grant: outcome.grant,
+            created: outcome.created,
+            revision: outcome.revision,
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+struct RevokeResponse {
+    revoked: bool,
+    revision: Revision,
+}
+
+async fn revoke(
+    AdminCaller(_client): AdminCaller,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<GrantRequest>,
+) -> Result<Json<RevokeResponse>, ApiError> {
+    let (sub, permission) = request.into_parts();
+    let outcome = state.directory.revoke(&sub, &permission).await?;
+    Ok(Json(RevokeResponse {
+        revoked: outcome.revoked,
+        revision: outcome.revision,
+    }))
+}

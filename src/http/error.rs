@@ -1,0 +1,133 @@
+//! The one place where errors become HTTP responses:
+//! `{"error": {"code", "message", "request_id"}}`, plus `field` when one field is at fault.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::middleware::current_request_id;
+use crate::service::ServiceError;
+use crate::service::clients::ClientAuthError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    /// A value that is well-formed JSON but not acceptable, at `field`.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry later",
+            )
+        }
+    }
+
+    /// The cause goes to the log under the request id; the client learns nothing of it.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({
+            "code": self.code,
+            "message": self.message,
+            "request_id": current_request_id(),
+        });
+        if let Some(field) = self.field {
+            error["field"] = field.into();
+        }
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(retry_after) = self.retry_after {
+            // Rounded up: retrying after a truncated value would be refused again.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound("user") => {
+                Self::not_found("user_not_found", "no user with this authentik_sub")
+            }
+            ServiceError::NotFound(what) => Self::not_found("not_found", format!("no such {what}")),
+            ServiceError::Invalid(message) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+            }
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<ClientAuthError> for ApiError {
+    fn from(e: ClientAuthError) -> Self {
+        let message = e.to_string();
+        match e {
+            ClientAuthError::InvalidCredentials => Self::unauthorized("invalid_api_key", message),
+            ClientAuthError::Disabled => Self::unauthorized("client_disabled", message),
+            ClientAuthError::Expired => Self::unauthorized("client_expired", message),
+            ClientAuthError::OriginNotAllowed => {
+                Self::new(StatusCode::FORBIDDEN, "origin_not_allowed", message)
+            }
+            ClientAuthError::IpNotAllowed => {
+                Self::new(StatusCode::FORBIDDEN, "ip_not_allowed", message)
+            }
+            ClientAuthError::PathNotAllowed => {
+                Self::new(StatusCode::FORBIDDEN, "path_not_allowed", message)
+            }
+            ClientAuthError::RateLimited { retry_after } => Self::rate_limited(retry_after),
+            ClientAuthError::Service(e) => e.into(),
+        }
+    }
+}

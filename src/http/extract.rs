@@ -1,0 +1,225 @@
+//! Extractors: they parse requests into the model's types and authenticate
+//! callers, rejecting with the same JSON errors as the handlers.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::authn::Secret;
+use crate::model::ApiClient;
+use crate::service::clients::ClientRequest;
+
+/// A JSON body parsed into `T`. Malformed JSON is 400; a missing, unknown or
+/// ill-typed field is 422 and names the field; a body over the limit is 413.
+pub struct JsonBody<T>(pub T);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| mime.trim().to_ascii_lowercase())
+        .is_some_and(|mime| {
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+}
+
+/// serde names a missing field only in its message: "missing field `x`".
+fn missing_field_name(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is too large",
+                    )
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        "the request body could not be read",
+                    )
+                }
+            })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let message = inner.to_string();
+                    let field = match missing_field_name(&message) {
+                        Some(name) if path == "." => name.to_owned(),
+                        Some(name) => format!("{path}.{name}"),
+                        None => path,
+                    };
+                    // serde's message ends with a position, which says nothing more than the field.
+                    let message = message
+                        .split(" at line ")
+                        .next()
+                        .unwrap_or(&message)
+                        .to_owned();
+                    ApiError::invalid_field(field, message)
+                }
+                _ => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    format!("malformed JSON: {inner}"),
+                ),
+            }
+        })?;
+        deserializer.end().map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("malformed JSON: {e}"),
+            )
+        })?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// One path parameter, parsed with `parse`; an unusable value is 422 naming it.
+pub fn path_param<T, E: std::fmt::Display>(
+    name: &str,
+    raw: String,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Result<T, ApiError> {
+    parse(raw).map_err(|e| ApiError::invalid_field(name, e.to_string()))
+}
+
+/// The caller presented one of the internal secrets.
+pub struct InternalCaller(());
+
+impl FromRequestParts<AppState> for InternalCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts.headers.get("x-internal-secret").ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing_internal_secret",
+                "X-Internal-Secret header is required",
+            )
+        })?;
+        let presented = presented.to_str().unwrap_or_default();
+        if state.internal_secrets.verify(presented) {
+            Ok(InternalCaller(()))
+        } else {
+            Err(ApiError::unauthorized(
+                "invalid_internal_secret",
+                "X-Internal-Secret is not valid",
+            ))
+        }
+    }
+}
+
+/// The caller is an authenticated API client allowed to make this request.
+/// Handlers of admin routes take it, so none can run unauthenticated.
+pub struct AdminCaller(pub ApiClient);
+
+/// The caller's address: the peer's, or the first `X-Forwarded-For` hop when
+/// the peer is a trusted proxy (any other peer could write that header itself).
+fn caller_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()?
+        .0
+        .ip()
+        .to_canonical();
+    if !state
+        .settings
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(&peer))
+    {
+        return Some(peer);
+    }
+    let first_hop = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    match first_hop {
+        Some(hop) => hop.parse::<IpAddr>().ok().map(|ip| ip.to_canonical()),
+        None => Some(peer),
+    }
+}
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(client_key), Some(api_key)) = (header("x-client-key"), header("x-api-key"))
+        else {
+            return Err(ApiError::unauthorized(
+                "missing_api_key",
+                "X-Client-Key and X-API-Key headers are required",
+            ));
+        };
+        let api_key = Secret::new(api_key);
+        let request = ClientRequest {
+            client_key,
+            api_key: &api_key,
+            origin: header("origin"),
+            ip: caller_ip(parts, state),
+            path: parts.uri.path(),
+        };
+        let client = state.client_auth.authenticate(request).await?;
+        tracing::debug!(client_key = %client.client_key, "api client authenticated");
+        Ok(AdminCaller(client))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, v.parse().unwrap());
+            is_json(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/scim+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        assert_eq!(
+            missing_field_name("missing field `authentik_sub` at line 1 column 2"),
+            Some("authentik_sub")
+        );
+        assert_eq!(missing_field_name("invalid type: integer"), None);
+    }
+}

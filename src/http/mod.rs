@@ -1,0 +1,51 @@
+//! The HTTP interface: routing, extractors, one file per route group.
+
+mod admin;
+pub mod error;
+mod extract;
+mod health;
+mod internal;
+pub mod middleware;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::authn::internal::InternalSecrets;
+use crate::config::Settings;
+use crate::service::clients::ClientAuthenticator;
+use crate::service::directory::Directory;
+use crate::store::Store;
+use error::ApiError;
+
+/// What handlers share. Cheap to clone: every field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub directory: Directory,
+    pub client_auth: ClientAuthenticator,
+    pub internal_secrets: Arc<InternalSecrets>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.settings.max_body_bytes;
+    Router::new()
+        .merge(health::routes())
+        .merge(internal::routes())
+        .merge(admin::routes())
+        .fallback(|| async { ApiError::not_found("route_not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            )
+        })
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+}

@@ -1,0 +1,15 @@
+//! memberd: the one source of truth for an organisation's users and what each
+//! of them may do.
+//!
+//! Requests flow one way: `http` (and `cli`) → `service` → `store`.
+
+pub mod app;
+pub mod authn;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod model;
+pub mod ratelimit;
+pub mod service;
+pub mod store;
+pub mod telemetry;

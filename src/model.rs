@@ -1,0 +1,422 @@
+//! The directory's vocabulary. Every string that comes from outside is parsed
+//! into one of these types at the edge, so nothing inside re-validates it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Why a value was refused; the message is safe to show to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(String);
+
+/// `[a-z][a-z0-9_.:-]{0,63}`: the grammar shared by scope types, modules and actions.
+fn is_identifier(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    matches!(bytes.first(), Some(b'a'..=b'z'))
+        && bytes.len() <= 64
+        && bytes
+            .iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b':' | b'-'))
+}
+
+/// 1..=max characters, none of them a control character.
+fn is_printable(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
+}
+
+/// Declares a string newtype that can only be built through its parser and
+/// (de)serialises through it, so serde reports a bad value at its field.
+macro_rules! string_type {
+    ($(#[$meta:meta])* $name:ident, $what:literal, $valid:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(value: impl Into<String>) -> Result<Self, ParseError> {
+                let value = value.into();
+                let valid: fn(&str) -> bool = $valid;
+                if valid(&value) {
+                    Ok(Self(value))
+                } else {
+                    Err(ParseError(format!("invalid {}", $what)))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ParseError;
+            fn try_from(value: String) -> Result<Self, ParseError> {
+                Self::parse(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_type!(
+    /// The identity provider's subject: the key other systems know a user by.
+    AuthentikSub,
+    "authentik_sub (1-255 printable characters)",
+    |s| is_printable(s, 255) && s.trim() == s
+);
+string_type!(
+    /// What kind of thing a scope is (`org`, `project`, `site`...).
+    ScopeType,
+    "scope_type (expected [a-z][a-z0-9_.:-]{0,63})",
+    is_identifier
+);
+string_type!(
+    /// Which instance of the scope type; `*` means every one.
+    ScopeId,
+    "scope_id (1-128 printable characters, or *)",
+    |s| is_printable(s, 128)
+);
+string_type!(
+    /// The area of the product a permission is about.
+    Module,
+    "module (expected [a-z][a-z0-9_.:-]{0,63})",
+    is_identifier
+);
+string_type!(
+    /// What may be done in the module; `*` means everything.
+    Action,
+    "action (expected [a-z][a-z0-9_.:-]{0,63} or *)",
+    |s| s == "*" || is_identifier(s)
+);
+string_type!(
+    Email,
+    "email (an address with one @, at most 254 characters)",
+    |s| {
+        s.len() <= 254
+            && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+            && matches!(s.split_once('@'), Some((local, domain))
+                if !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
+    }
+);
+string_type!(
+    DisplayName,
+    "display_name (1-200 printable characters)",
+    |s| is_printable(s, 200)
+);
+string_type!(
+    /// A human name for an API client, shown in listings.
+    ClientName,
+    "name (1-100 printable characters)",
+    |s| is_printable(s, 100) && s.trim() == s
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for UserId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A global counter bumped by every change to users or grants, in the same
+/// transaction as the change, so a cache can tell whether it is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Revision(pub i64);
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: UserId,
+    pub authentik_sub: AuthentikSub,
+    pub email: Option<Email>,
+    pub display_name: Option<DisplayName>,
+    pub is_active: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// The revision of the last change to this user or their grants.
+    #[serde(skip)]
+    pub revision: Revision,
+}
+
+/// The fields of an upsert; `None` keeps what is stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpsert {
+    pub authentik_sub: AuthentikSub,
+    #[serde(default)]
+    pub email: Option<Email>,
+    #[serde(default)]
+    pub display_name: Option<DisplayName>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+impl UserUpsert {
+    /// Whether applying this upsert to `user` would change nothing.
+    pub fn is_noop_for(&self, user: &User) -> bool {
+        self.email
+            .as_ref()
+            .is_none_or(|e| user.email.as_ref() == Some(e))
+            && self
+                .display_name
+                .as_ref()
+                .is_none_or(|d| user.display_name.as_ref() == Some(d))
+            && self.is_active.is_none_or(|a| user.is_active == a)
+    }
+}
+
+/// One scoped permission: `(scope_type, scope_id, module, action)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Permission {
+    pub scope_type: ScopeType,
+    pub scope_id: ScopeId,
+    pub module: Module,
+    pub action: Action,
+}
+
+/// A permission granted directly to one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    pub id: Uuid,
+    pub user_id: UserId,
+    #[serde(flatten)]
+    pub permission: Permission,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What other systems cache: a user's permissions at a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub user: User,
+    /// Sorted, without duplicates.
+    pub permissions: Vec<Permission>,
+}
+
+string_type!(
+    /// An allowed request `Origin`: `scheme://host[:port]`, compared exactly.
+    Origin,
+    "origin (expected scheme://host[:port], e.g. https://admin.example.org)",
+    |s| {
+        s.len() <= 255
+            && s.split_once("://").is_some_and(|(scheme, rest)| {
+                !scheme.is_empty()
+                    && scheme.bytes().all(|b| b.is_ascii_lowercase() || b == b'+' || b == b'-' || b == b'.')
+                    && !rest.is_empty()
+                    && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+                    && rest.bytes().all(|b| !b.is_ascii_uppercase())
+            })
+    }
+);
+
+impl Origin {
+    /// Origins are case-insensitive and sometimes written with a trailing slash.
+    pub fn normalize(raw: &str) -> Result<Self, ParseError> {
+        Self::parse(raw.trim_end_matches('/').to_ascii_lowercase())
+    }
+}
+
+string_type!(
+    /// A request path pattern: `*` matches within one segment, `**` across segments.
+    PathPattern,
+    "path pattern (starts with /, at most 256 characters, no spaces)",
+    |s| s.starts_with('/') && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+);
+
+impl PathPattern {
+    pub fn matches(&self, path: &str) -> bool {
+        glob_match(self.0.as_bytes(), path.as_bytes())
+    }
+}
+
+/// Dynamic programming over pattern and path: linear in their product, with no
+/// backtracking blow-up on patterns with many stars.
+fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
+    // matched[j]: the pattern read so far matches path[..j].
+    let mut matched = vec![false; path.len() + 1];
+    matched[0] = true;
+    let mut i = 0;
+    while i < pattern.len() {
+        let double = pattern[i] == b'*' && pattern.get(i + 1) == Some(&b'*');
+        if pattern[i] == b'*' {
+            // A star extends any match to the right, over any byte (`**`) or any but '/' (`*`).
+            for j in 1..=path.len() {
+                if !matched[j] && matched[j - 1] && (double || path[j - 1] != b'/') {
+                    matched[j] = true;
+                }
+            }
+            i += if double { 2 } else { 1 };
+        } else {
+            for j in (1..=path.len()).rev() {
+                matched[j] = matched[j - 1] && path[j - 1] == pattern[i];
+            }
+            matched[0] = false;
+            i += 1;
+        }
+    }
+    matched[path.len()]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientStatus {
+    Active,
+    Disabled,
+}
+
+impl ClientStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// A system allowed to call the admin routes. Only the hash of its key is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiClient {
+    pub client_key: String,
+    pub name: ClientName,
+    #[serde(skip)]
+    pub api_key_hash: String,
+    pub status: ClientStatus,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub allowed_origins: Vec<Origin>,
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    pub allowed_paths: Vec<PathPattern>,
+    pub rate_limit_per_minute: Option<u32>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_follow_the_grammar() {
+        for ok in ["a", "org", "system:user.list", "x-1_2", &"a".repeat(64)] {
+            assert!(Module::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "A", "1a", "_a", "a b", "a/b", "é", "*", &"a".repeat(65)] {
+            assert!(Module::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wildcards_are_allowed_where_they_mean_all() {
+        assert!(Action::parse("*").is_ok());
+        assert!(ScopeId::parse("*").is_ok());
+        assert!(ScopeType::parse("*").is_err());
+        assert!(Module::parse("*").is_err());
+    }
+
+    #[test]
+    fn scope_ids_are_printable_and_bounded() {
+        assert!(ScopeId::parse("Team 42/α").is_ok());
+        assert!(ScopeId::parse("x".repeat(128)).is_ok());
+        assert!(ScopeId::parse("x".repeat(129)).is_err());
+        assert!(ScopeId::parse("").is_err());
+        assert!(ScopeId::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn subjects_and_emails() {
+        assert!(AuthentikSub::parse("a1b2c3").is_ok());
+        assert!(AuthentikSub::parse(" padded").is_err());
+        assert!(AuthentikSub::parse("s".repeat(256)).is_err());
+        assert!(Email::parse("ada@example.org").is_ok());
+        assert!(Email::parse("ada@@example.org").is_err());
+        assert!(Email::parse("no-at-sign").is_err());
+        assert!(Email::parse("@example.org").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_reported_by_serde_at_their_field() {
+        let err = serde_json::from_str::<Permission>(
+            r#"{"scope_type":"Org","scope_id":"1","module":"m","action":"read"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("invalid scope_type"), "{err}");
+    }
+    #[test]
+    fn path_patterns() {
+        let p = |s: &str| PathPattern::parse(s).unwrap();
+        assert!(p("/admin/permissions/grant").matches("/admin/permissions/grant"));
+        assert!(!p("/admin/permissions/grant").matches("/admin/permissions/grants"));
+        assert!(p("/admin/permissions/*").matches("/admin/permissions/revoke"));
+        assert!(!p("/admin/permissions/*").matches("/admin/permissions/a/b"));
+        assert!(!p("/admin/*").matches("/admin/permissions/grant"));
+        assert!(p("/admin/**").matches("/admin/permissions/grant"));
+        assert!(p("/**").matches("/"));
+        assert!(p("/a*c").matches("/abbbc"));
+        assert!(p("/*/*/*").matches("/a/b/c"));
+        assert!(!p("/*/*/*").matches("/a/b"));
+        assert!(PathPattern::parse("admin").is_err());
+        // Many stars against a long non-matching path stay cheap.
+        let many = p(&format!("/{}x", "*".repeat(100)));
+        assert!(!many.matches(&format!("/{}", "a".repeat(5000))));
+    }
+
+    #[test]
+    fn origins_are_normalised() {
+        assert_eq!(
+            Origin::normalize("HTTPS://Admin.Example.org/")
+                .unwrap()
+                .as_str(),
+            "https://admin.example.org"
+        );
+        assert!(Origin::normalize("http://localhost:5173").is_ok());
+        assert!(Origin::normalize("admin.example.org").is_err());
+        assert!(Origin::normalize("https://a.org/path").is_err());
+    }
+}

@@ -1,0 +1,339 @@
+//! API clients: creating and managing them, and authenticating their requests.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::authn::Secret;
+use crate::authn::api_key::{self, HashAlgorithm, KeyHashError};
+use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern};
+use crate::ratelimit::RateLimiter;
+use crate::store::{self, Store, StoreError};
+
+use super::ServiceError;
+
+/// `last_used_at` is a hint for operators, not an audit trail: writing it at
+/// most this often keeps busy clients from turning every request into a write.
+const TOUCH_INTERVAL: time::Duration = time::Duration::seconds(60);
+/// Bound on remembered keys; beyond it the oldest half is forgotten.
+const MAX_REMEMBERED_KEYS: usize = 10_000;
+
+/// Runs key hashing off the async runtime, a bounded number at once: each
+/// argon2 hash holds ≈19 MiB and a core for ≈25 ms.
+#[derive(Clone)]
+pub struct KeyHasher {
+    permits: Arc<Semaphore>,
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            permits: Arc::new(Semaphore::new(cores)),
+        }
+    }
+}
+
+impl KeyHasher {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, KeyHashError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    pub async fn hash(
+        &self,
+        key: &Secret,
+        algorithm: HashAlgorithm,
+    ) -> Result<String, ServiceError> {
+        let key = key.clone();
+        self.run(move || api_key::hash(&key, algorithm)).await
+    }
+
+    /// A stored hash in no known format verifies nothing.
+    async fn verify(&self, key: &Secret, stored: &str) -> Result<bool, ServiceError> {
+        let (key, stored) = (key.clone(), stored.to_owned());
+        self.run(move || match api_key::verify(&key, &stored) {
+            Err(KeyHashError::UnknownFormat) => Ok(false),
+            other => other,
+        })
+        .await
+    }
+}
+
+/// What an operator asks for when creating a client.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub name: ClientName,
+    pub allowed_origins: Vec<Origin>,
+    pub allowed_ips: Vec<IpNet>,
+    pub allowed_paths: Vec<PathPattern>,
+    pub expires_at: Option<OffsetDateTime>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub hash: HashAlgorithm,
+}
+
+/// Creating, listing, disabling and rotating clients.
+#[derive(Clone)]
+pub struct ClientAdmin {
+    store: Store,
+    hasher: KeyHasher,
+}
+
+impl ClientAdmin {
+    pub fn new(store: Store, hasher: KeyHasher) -> Self {
+        Self { store, hasher }
+    }
+
+    /// The new client and its API key: the only time the key exists in the clear.
+    pub async fn create(&self, new: NewClient) -> Result<(ApiClient, Secret), ServiceError> {
+        if new.rate_limit_per_minute == Some(0) {
+            return Err(ServiceError::Invalid(
+                "rate limit must be at least 1 request per minute".into(),
+            ));
+        }
+        if new
+            .expires_at
+            .is_some_and(|t| t <= OffsetDateTime::now_utc())
+        {
+            return Err(ServiceError::Invalid("expiry must be in the future".into()));
+        }
+        let api_key = api_key::generate_api_key();
+        let client = ApiClient {
+            client_key: api_key::generate_client_key(),
+            name: new.name,
+            api_key_hash: self.hasher.hash(&api_key, new.hash).await?,
+            status: ClientStatus::Active,
+            expires_at: new.expires_at,
+            allowed_origins: new.allowed_origins,
+            allowed_ips: new.allowed_ips,
+            allowed_paths: new.allowed_paths,
+            rate_limit_per_minute: new.rate_limit_per_minute,
+            created_at: store::now(),
+            last_used_at: None,
+        };
+        self.store.create_client(&client).await?;
+        tracing::info!(client_key = %client.client_key, "api client created");
+        Ok((client, api_key))
+    }
+
+    pub async fn list(&self) -> Result<Vec<ApiClient>, ServiceError> {
+        Ok(self.store.clients().await?)
+    }
+
+    pub async fn set_status(
+        &self,
+        client_key: &str,
+        status: ClientStatus,
+    ) -> Result<(), ServiceError> {
+        self.store.set_client_status(client_key, status).await?;
+        tracing::info!(
+            client_key,
+            status = status.as_str(),
+            "api client status changed"
+        );
+        Ok(())
+    }
+
+    /// A new key replaces the old one at once, in every process: requests
+    /// compare the stored hash, which the rotation changes.
+    pub async fn rotate(
+        &self,
+        client_key: &str,
+        algorithm: HashAlgorithm,
+    ) -> Result<Secret, ServiceError> {
+        if self.store.client(client_key).await?.is_none() {
+            return Err(ServiceError::NotFound("client"));
+        }
+        let api_key = api_key::generate_api_key();
+        let hash = self.hasher.hash(&api_key, algorithm).await?;
+        self.store.set_client_key_hash(client_key, &hash).await?;
+        tracing::info!(client_key, "api client key rotated");
+        Ok(api_key)
+    }
+}
+
+/// Why a client's request was refused. Each maps to its own error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientAuthError {
+    #[error("unknown client or wrong API key")]
+    InvalidCredentials,
+    #[error("this API client is disabled")]
+    Disabled,
+    #[error("this API client has expired")]
+    Expired,
+    #[error("requests from this origin are not allowed for this client")]
+    OriginNotAllowed,
+    #[error("requests from this address are not allowed for this client")]
+    IpNotAllowed,
+    #[error("this path is not allowed for this client")]
+    PathNotAllowed,
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after: Duration },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<StoreError> for ClientAuthError {
+    fn from(e: StoreError) -> Self {
+        Self::Service(e.into())
+    }
+}
+
+/// One request as far as client authentication cares.
+pub struct ClientRequest<'a> {
+    pub client_key: &'a str,
+    pub api_key: &'a Secret,
+    pub origin: Option<&'a str>,
+    /// The caller's address, already resolved through trusted proxies.
+    pub ip: Option<IpAddr>,
+    pub path: &'a str,
+}
+
+/// Keys verified recently, by a digest of client key and API key together,
+/// with the stored hash they verified against. An entry counts only while the
+/// client's stored hash is still that one, so a rotation by any process ends it.
+#[derive(Default)]
+struct VerifiedKeys {
+    entries: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+impl VerifiedKeys {
+    fn digest(request: &ClientRequest<'_>) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(request.client_key.as_bytes());
+        h.update([0]);
+        h.update(request.api_key.expose().as_bytes());
+        h.finalize().into()
+    }
+
+    fn contains(&self, digest: &[u8; 32], stored_hash: &str, ttl: Duration) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(digest)
+            .is_some_and(|(hash, at)| hash == stored_hash && at.elapsed() < ttl)
+    }
+
+    fn insert(&self, digest: [u8; 32], stored_hash: String) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= MAX_REMEMBERED_KEYS {
+            let mut ages: Vec<Instant> = entries.values().map(|(_, at)| *at).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 2];
+            entries.retain(|_, (_, at)| *at > cutoff);
+        }
+        entries.insert(digest, (stored_hash, Instant::now()));
+    }
+}
+
+/// Decides whether a request comes from an active client that may make it.
+#[derive(Clone)]
+pub struct ClientAuthenticator {
+    store: Store,
+    hasher: KeyHasher,
+    verified: Arc<VerifiedKeys>,
+    limiter: Arc<RateLimiter>,
+    cache_ttl: Duration,
+}
+
+impl ClientAuthenticator {
+    pub fn new(store: Store, hasher: KeyHasher, cache_ttl: Duration) -> Self {
+        Self {
+            store,
+            hasher,
+            verified: Arc::default(),
+            limiter: Arc::default(),
+            cache_ttl,
+        }
+    }
+
+    /// The client row is read on every request, so that disabling a client
+    /// (from the CLI, in another process) takes effect at once; only the key
+    /// verification is remembered.
+    pub async fn authenticate(
+        &self,
+        request: ClientRequest<'_>,
+    ) -> Result<ApiClient, ClientAuthError> {
+        let client = self
+            .store
+            .client(request.client_key)
+            .await?
+            .ok_or(ClientAuthError::InvalidCredentials)?;
+
+        let digest = VerifiedKeys::digest(&request);
+        if !self
+            .verified
+            .contains(&digest, &client.api_key_hash, self.cache_ttl)
+        {
+            if !self
+                .hasher
+                .verify(request.api_key, &client.api_key_hash)
+                .await?
+            {
+                return Err(ClientAuthError::InvalidCredentials);
+            }
+            self.verified.insert(digest, client.api_key_hash.clone());
+        }
+
+        // Only a caller holding the key learns the client's state.
+        if client.status == ClientStatus::Disabled {
+            return Err(ClientAuthError::Disabled);
+        }
+        let now = OffsetDateTime::now_utc();
+        if client.expires_at.is_some_and(|t| t <= now) {
+            return Err(ClientAuthError::Expired);
+        }
+        if !client.allowed_origins.is_empty() {
+            let origin = request.origin.and_then(|o| Origin::normalize(o).ok());
+            if !origin.is_some_and(|o| client.allowed_origins.contains(&o)) {
+                return Err(ClientAuthError::OriginNotAllowed);
+            }
+        }
+        if !client.allowed_ips.is_empty()
+            && !request
+                .ip
+                .is_some_and(|ip| client.allowed_ips.iter().any(|net| net.contains(&ip)))
+        {
+            return Err(ClientAuthError::IpNotAllowed);
+        }
+        if !client.allowed_paths.is_empty()
+            && !client.allowed_paths.iter().any(|p| p.matches(request.path))
+        {
+            return Err(ClientAuthError::PathNotAllowed);
+        }
+        if let Some(limit) = client.rate_limit_per_minute {
+            self.limiter
+                .check(&client.client_key, limit, Instant::now())
+                .map_err(|retry_after| ClientAuthError::RateLimited { retry_after })?;
+        }
+
+        if client
+            .last_used_at
+            .is_none_or(|t| now - t >= TOUCH_INTERVAL)
+        {
+            let store = self.store.clone();
+            let key = client.client_key.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_client(&key, store::now()).await {
+                    tracing::warn!(error = %e, "could not record when an api client was last used");
+                }
+            });
+        }
+        Ok(client)
+    }
+}

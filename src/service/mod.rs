@@ -1,0 +1,28 @@
+//! What memberd does, apart from how it is asked (HTTP, CLI) and where it
+//! keeps things (store). Handlers and commands call these; these call the store.
+
+pub mod clients;
+pub mod directory;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ServiceError::NotFound(what),
+            other => ServiceError::Store(other),
+        }
+    }
+}
