@@ -1,0 +1,271 @@
+//! The `memberd` binary as a newcomer uses it: `serve`, `migrate`, `client …`,
+//! on SQLite and PostgreSQL, with the CLI acting while the server runs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{TestDb, error_code};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_memberd");
+
+fn memberd(db: &TestDb) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("MEMBERD_INTERNAL_SECRETS")
+        .env_remove("MEMBERD_CONFIG")
+        .env_remove("MEMBERD_ENVIRONMENT")
+        .env("MEMBERD_DATABASE_URL", &db.url);
+    command
+}
+
+fn run(mut command: Command) -> Output {
+    command.stdin(Stdio::null()).output().expect("running memberd")
+}
+
+fn stdout_json(output: &Output) -> Value {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+/// `memberd serve` as a child process, its standard error collected.
+struct Server {
+    child: Child,
+    base: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(db: &TestDb) -> Server {
+        let mut command = memberd(db);
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+            .env("MEMBERD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("starting memberd serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = BufReader::new(child.stderr.take().unwrap());
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    if event["message"] == "memberd listening" {
+                        let _ = tx.send(event["addr"].as_str().unwrap().to_owned());
+                    }
+                }
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!("memberd serve did not start:\n{}", stderr.lock().unwrap())
+        });
+        Server { child, base: format!("http://{addr}"), stderr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The development secret from the first-start banner.
+    fn printed_secret(&self) -> Option<String> {
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("X-Internal-Secret: "))?;
+        Some(line.split("X-Internal-Secret: ").nth(1)?.trim().to_owned())
+    }
+
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.log()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn walkthrough(backend: common::Backend) {
+    let Some(db) = TestDb::create(backend).await else { return };
+    let server = Server::start(&db);
+    let secret = server.printed_secret().expect("a development secret is printed on first start");
+    assert!(secret.starts_with("mbs_"));
+    let http = reqwest::Client::new();
+
+    // An API client created by the CLI while the server runs.
+    let mut create = memberd(&db);
+    create.args(["client", "create", "--name", "back office", "--rate-limit", "100", "--json"]);
+    let created = stdout_json(&run(create));
+    let (client_key, api_key) =
+        (created["client_key"].as_str().unwrap().to_owned(), created["api_key"].as_str().unwrap().to_owned());
+    assert!(api_key.starts_with("mbr_"));
+    assert_eq!(created["client"]["rate_limit_per_minute"], 100);
+
+    let r = http
+        .post(server.url("/internal/users/upsert-by-sub"))
+        .header("X-Internal-Secret", &secret)
+        .json(&json!({"authentik_sub": "ada", "email": "ada@example.org"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let grant = || {
+        http.post(server.url("/admin/permissions/grant"))
+            .header("X-Client-Key", &client_key)
+            .header("X-API-Key", &api_key)
+            .json(&json!({"authentik_sub": "ada", "scope_type": "org", "scope_id": "1", "module": "billing", "action": "read"}))
+            .send()
+    };
+    assert_eq!(grant().await.unwrap().status(), StatusCode::CREATED);
+    let r = http
+        .get(server.url("/internal/permissions/ada/snapshot"))
+        .header("X-Internal-Secret", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["permissions"].as_array().unwrap().len(), 1);
+
+    // Disabled from the CLI, in another process: refused at once.
+    let mut disable = memberd(&db);
+    disable.args(["client", "disable", &client_key]);
+    assert!(run(disable).status.success());
+    let r = grant().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(r).await, "client_disabled");
+
+    // Listing shows the client, never its key or hash.
+    let mut list = memberd(&db);
+    list.args(["client", "list", "--json"]);
+    let output = run(list);
+    let listed = stdout_json(&output);
+    assert_eq!(listed[0]["client_key"], client_key.as_str());
+    assert_eq!(listed[0]["status"], "disabled");
+    assert!(listed[0]["last_used_at"].is_string());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!text.contains(&api_key) && !text.contains("api_key_hash") && !text.contains("sha256:"));
+
+    let log = server.stop();
+    assert!(log.contains("\"status\":201"), "requests are logged:\n{log}");
+    assert!(!log.contains(&api_key), "the API key appears in the log");
+    assert_eq!(log.matches(&secret).count(), 1, "the secret appears only in its first-start banner");
+
+    // A restart keeps the generated secret and does not print it again.
+    let server = Server::start(&db);
+    assert_eq!(server.printed_secret(), None);
+    let r = http
+        .get(server.url("/internal/permissions/ada/snapshot"))
+        .header("X-Internal-Secret", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn walkthrough_on_sqlite() {
+    walkthrough(common::Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn walkthrough_on_postgres() {
+    walkthrough(common::Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn migrate_on_both_backends() {
+    for backend in [common::Backend::Sqlite, common::Backend::Postgres] {
+        let Some(db) = TestDb::create(backend).await else { continue };
+        for _ in 0..2 {
+            let mut migrate = memberd(&db);
+            migrate.arg("migrate");
+            let output = run(migrate);
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "migrations applied");
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_commands_refuse_bad_input() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else { return };
+    let cases: [(&[&str], &str); 6] = [
+        (&["client", "create", "--name", "x", "--allow-ip", "10.0.0.300"], "--allow-ip"),
+        (&["client", "create", "--name", "x", "--allow-origin", "example.org"], "--allow-origin"),
+        (&["client", "create", "--name", "x", "--allow-path", "admin"], "--allow-path"),
+        (&["client", "create", "--name", "x", "--expires-at", "tomorrow"], "--expires-at"),
+        (&["client", "create", "--name", "x", "--expires-at", "2001-01-01T00:00:00Z"], "future"),
+        (&["client", "disable", "mbc_nope"], "no client"),
+    ];
+    for (args, expected) in cases {
+        let mut command = memberd(&db);
+        command.args(args);
+        let output = run(command);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let mut list = memberd(&db);
+    list.args(["client", "list", "--json"]);
+    assert_eq!(stdout_json(&run(list)), json!([]), "nothing was created");
+}
+
+#[tokio::test]
+async fn rotate_prints_a_new_key() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else { return };
+    let mut create = memberd(&db);
+    create.args(["client", "create", "--name", "x", "--hash", "bcrypt", "--json"]);
+    let created = stdout_json(&run(create));
+    let mut rotate = memberd(&db);
+    rotate.args(["client", "rotate", created["client_key"].as_str().unwrap(), "--json"]);
+    let rotated = stdout_json(&run(rotate));
+    assert_eq!(rotated["client_key"], created["client_key"]);
+    assert_ne!(rotated["api_key"], created["api_key"]);
+}
+
+#[tokio::test]
+async fn production_refuses_to_start_without_a_secret() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else { return };
+    let mut serve = memberd(&db);
+    serve.args(["serve", "--bind", "127.0.0.1:0"]).env("MEMBERD_ENVIRONMENT", "production");
+    let output = run(serve);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("MEMBERD_INTERNAL_SECRETS"));
+}
+
+#[tokio::test]
+async fn unknown_config_keys_are_errors() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("memberd.toml");
+    std::fs::write(&path, "bnid = \"127.0.0.1:0\"\n").unwrap();
+    let mut serve = memberd(&db);
+    serve.args(["serve"]).env("MEMBERD_CONFIG", &path);
+    let output = run(serve);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bnid"));
+}
