@@ -13,17 +13,28 @@ fn grant_body(sub: &str) -> Value {
 }
 
 async fn with_user(app: &TestApp, sub: &str) {
-    assert_eq!(app.upsert(json!({"authentik_sub": sub})).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.upsert(json!({"authentik_sub": sub})).await.status(),
+        StatusCode::OK
+    );
 }
 
 async fn grant(app: &TestApp, creds: &Credentials, body: &Value) -> reqwest::Response {
-    app.admin(creds, "/admin/permissions/grant").json(body).send().await.unwrap()
+    app.admin(creds, "/admin/permissions/grant")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The state a failed request must leave untouched.
 async fn state_of(app: &TestApp, sub: &str) -> (i64, Value) {
     let snapshot = app.snapshot(sub).await;
-    let body = if snapshot.status() == StatusCode::OK { snapshot.json().await.unwrap() } else { Value::Null };
+    let body = if snapshot.status() == StatusCode::OK {
+        snapshot.json().await.unwrap()
+    } else {
+        Value::Null
+    };
     (app.revision().await, body)
 }
 
@@ -402,15 +413,34 @@ async fn bad_input_is_refused_and_writes_nothing(app) {
 /// PostgreSQL only: an SQLite file cannot be taken away from a process that has it open.
 #[tokio::test]
 async fn readiness_fails_when_the_database_is_gone() {
-    let Some(app) = spawn_app(common::Backend::Postgres).await else { return };
-    let TestApp { db, http, base, store, .. } = app;
-    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    let Some(app) = spawn_app(common::Backend::Postgres).await else {
+        return;
+    };
+    let TestApp {
+        db,
+        http,
+        base,
+        store,
+        ..
+    } = app;
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     store.close().await;
     drop(db); // DROP DATABASE ... WITH (FORCE) ends the server's connections too
     let r = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "liveness does not depend on the database");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "liveness does not depend on the database"
+    );
 }
 
 #[tokio::test]
@@ -430,13 +460,22 @@ async fn trusted_proxies_forward_the_caller_address() {
         })
         .await;
     let send = |xff: Option<&'static str>| {
-        let mut request = app.admin(&creds, "/admin/permissions/grant").json(&grant_body("ada"));
+        let mut request = app
+            .admin(&creds, "/admin/permissions/grant")
+            .json(&grant_body("ada"));
         if let Some(xff) = xff {
             request = request.header("X-Forwarded-For", xff);
         }
         request.send()
     };
-    assert_eq!(send(Some("203.0.113.7, 10.0.0.1")).await.unwrap().status(), StatusCode::CREATED);
-    assert_eq!(send(Some("10.0.0.1, 203.0.113.7")).await.unwrap().status(), StatusCode::FORBIDDEN, "first hop only");
+    assert_eq!(
+        send(Some("203.0.113.7, 10.0.0.1")).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        send(Some("10.0.0.1, 203.0.113.7")).await.unwrap().status(),
+        StatusCode::FORBIDDEN,
+        "first hop only"
+    );
     assert_eq!(send(None).await.unwrap().status(), StatusCode::FORBIDDEN);
 }

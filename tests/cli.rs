@@ -25,11 +25,18 @@ fn memberd(db: &TestDb) -> Command {
 }
 
 fn run(mut command: Command) -> Output {
-    command.stdin(Stdio::null()).output().expect("running memberd")
+    command
+        .stdin(Stdio::null())
+        .output()
+        .expect("running memberd")
 }
 
 fn stdout_json(output: &Output) -> Value {
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
@@ -66,10 +73,14 @@ impl Server {
                 all.push('\n');
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            panic!("memberd serve did not start:\n{}", stderr.lock().unwrap())
-        });
-        Server { child, base: format!("http://{addr}"), stderr }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("memberd serve did not start:\n{}", stderr.lock().unwrap()));
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            stderr,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -88,7 +99,10 @@ impl Server {
     }
 
     fn stop(mut self) -> String {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.child.try_wait().unwrap().is_some() {
@@ -109,18 +123,32 @@ impl Drop for Server {
 }
 
 async fn walkthrough(backend: common::Backend) {
-    let Some(db) = TestDb::create(backend).await else { return };
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
     let server = Server::start(&db);
-    let secret = server.printed_secret().expect("a development secret is printed on first start");
+    let secret = server
+        .printed_secret()
+        .expect("a development secret is printed on first start");
     assert!(secret.starts_with("mbs_"));
     let http = reqwest::Client::new();
 
     // An API client created by the CLI while the server runs.
     let mut create = memberd(&db);
-    create.args(["client", "create", "--name", "back office", "--rate-limit", "100", "--json"]);
+    create.args([
+        "client",
+        "create",
+        "--name",
+        "back office",
+        "--rate-limit",
+        "100",
+        "--json",
+    ]);
     let created = stdout_json(&run(create));
-    let (client_key, api_key) =
-        (created["client_key"].as_str().unwrap().to_owned(), created["api_key"].as_str().unwrap().to_owned());
+    let (client_key, api_key) = (
+        created["client_key"].as_str().unwrap().to_owned(),
+        created["api_key"].as_str().unwrap().to_owned(),
+    );
     assert!(api_key.starts_with("mbr_"));
     assert_eq!(created["client"]["rate_limit_per_minute"], 100);
 
@@ -148,7 +176,13 @@ async fn walkthrough(backend: common::Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.json::<Value>().await.unwrap()["permissions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["permissions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Disabled from the CLI, in another process: refused at once.
     let mut disable = memberd(&db);
@@ -167,12 +201,21 @@ async fn walkthrough(backend: common::Backend) {
     assert_eq!(listed[0]["status"], "disabled");
     assert!(listed[0]["last_used_at"].is_string());
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(!text.contains(&api_key) && !text.contains("api_key_hash") && !text.contains("sha256:"));
+    assert!(
+        !text.contains(&api_key) && !text.contains("api_key_hash") && !text.contains("sha256:")
+    );
 
     let log = server.stop();
-    assert!(log.contains("\"status\":201"), "requests are logged:\n{log}");
+    assert!(
+        log.contains("\"status\":201"),
+        "requests are logged:\n{log}"
+    );
     assert!(!log.contains(&api_key), "the API key appears in the log");
-    assert_eq!(log.matches(&secret).count(), 1, "the secret appears only in its first-start banner");
+    assert_eq!(
+        log.matches(&secret).count(),
+        1,
+        "the secret appears only in its first-start banner"
+    );
 
     // A restart keeps the generated secret and does not print it again.
     let server = Server::start(&db);
@@ -199,26 +242,80 @@ async fn walkthrough_on_postgres() {
 #[tokio::test]
 async fn migrate_on_both_backends() {
     for backend in [common::Backend::Sqlite, common::Backend::Postgres] {
-        let Some(db) = TestDb::create(backend).await else { continue };
+        let Some(db) = TestDb::create(backend).await else {
+            continue;
+        };
         for _ in 0..2 {
             let mut migrate = memberd(&db);
             migrate.arg("migrate");
             let output = run(migrate);
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-            assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "migrations applied");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout).trim(),
+                "migrations applied"
+            );
         }
     }
 }
 
 #[tokio::test]
 async fn client_commands_refuse_bad_input() {
-    let Some(db) = TestDb::create(common::Backend::Sqlite).await else { return };
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
     let cases: [(&[&str], &str); 6] = [
-        (&["client", "create", "--name", "x", "--allow-ip", "10.0.0.300"], "--allow-ip"),
-        (&["client", "create", "--name", "x", "--allow-origin", "example.org"], "--allow-origin"),
-        (&["client", "create", "--name", "x", "--allow-path", "admin"], "--allow-path"),
-        (&["client", "create", "--name", "x", "--expires-at", "tomorrow"], "--expires-at"),
-        (&["client", "create", "--name", "x", "--expires-at", "2001-01-01T00:00:00Z"], "future"),
+        (
+            &[
+                "client",
+                "create",
+                "--name",
+                "x",
+                "--allow-ip",
+                "10.0.0.300",
+            ],
+            "--allow-ip",
+        ),
+        (
+            &[
+                "client",
+                "create",
+                "--name",
+                "x",
+                "--allow-origin",
+                "example.org",
+            ],
+            "--allow-origin",
+        ),
+        (
+            &["client", "create", "--name", "x", "--allow-path", "admin"],
+            "--allow-path",
+        ),
+        (
+            &[
+                "client",
+                "create",
+                "--name",
+                "x",
+                "--expires-at",
+                "tomorrow",
+            ],
+            "--expires-at",
+        ),
+        (
+            &[
+                "client",
+                "create",
+                "--name",
+                "x",
+                "--expires-at",
+                "2001-01-01T00:00:00Z",
+            ],
+            "future",
+        ),
         (&["client", "disable", "mbc_nope"], "no client"),
     ];
     for (args, expected) in cases {
@@ -236,12 +333,21 @@ async fn client_commands_refuse_bad_input() {
 
 #[tokio::test]
 async fn rotate_prints_a_new_key() {
-    let Some(db) = TestDb::create(common::Backend::Sqlite).await else { return };
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
     let mut create = memberd(&db);
-    create.args(["client", "create", "--name", "x", "--hash", "bcrypt", "--json"]);
+    create.args([
+        "client", "create", "--name", "x", "--hash", "bcrypt", "--json",
+    ]);
     let created = stdout_json(&run(create));
     let mut rotate = memberd(&db);
-    rotate.args(["client", "rotate", created["client_key"].as_str().unwrap(), "--json"]);
+    rotate.args([
+        "client",
+        "rotate",
+        created["client_key"].as_str().unwrap(),
+        "--json",
+    ]);
     let rotated = stdout_json(&run(rotate));
     assert_eq!(rotated["client_key"], created["client_key"]);
     assert_ne!(rotated["api_key"], created["api_key"]);
@@ -249,9 +355,13 @@ async fn rotate_prints_a_new_key() {
 
 #[tokio::test]
 async fn production_refuses_to_start_without_a_secret() {
-    let Some(db) = TestDb::create(common::Backend::Sqlite).await else { return };
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
     let mut serve = memberd(&db);
-    serve.args(["serve", "--bind", "127.0.0.1:0"]).env("MEMBERD_ENVIRONMENT", "production");
+    serve
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("MEMBERD_ENVIRONMENT", "production");
     let output = run(serve);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("MEMBERD_INTERNAL_SECRETS"));
@@ -259,7 +369,9 @@ async fn production_refuses_to_start_without_a_secret() {
 
 #[tokio::test]
 async fn unknown_config_keys_are_errors() {
-    let Some(db) = TestDb::create(common::Backend::Sqlite).await else { return };
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("memberd.toml");
     std::fs::write(&path, "bnid = \"127.0.0.1:0\"\n").unwrap();

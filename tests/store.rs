@@ -6,8 +6,8 @@ mod common;
 use common::{TestStore, test_store};
 use ipnet::IpNet;
 use memberd::model::{
-    Action, ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Email, Module, Origin, PathPattern,
-    Permission, Revision, ScopeId, ScopeType, UserUpsert,
+    Action, ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Email, Module, Origin,
+    PathPattern, Permission, Revision, ScopeId, ScopeType, UserUpsert,
 };
 use memberd::store::{StoreError, now};
 use time::Duration;
@@ -26,7 +26,12 @@ fn perm(scope_type: &str, scope_id: &str, module: &str, action: &str) -> Permiss
 }
 
 fn upsert(s: &str) -> UserUpsert {
-    UserUpsert { authentik_sub: sub(s), email: None, display_name: None, is_active: None }
+    UserUpsert {
+        authentik_sub: sub(s),
+        email: None,
+        display_name: None,
+        is_active: None,
+    }
 }
 
 fn client(key: &str) -> ApiClient {
@@ -37,7 +42,10 @@ fn client(key: &str) -> ApiClient {
         status: ClientStatus::Active,
         expires_at: Some(now() + Duration::days(30)),
         allowed_origins: vec![Origin::parse("https://admin.example.org").unwrap()],
-        allowed_ips: vec!["10.0.0.0/8".parse::<IpNet>().unwrap(), "2001:db8::/32".parse().unwrap()],
+        allowed_ips: vec![
+            "10.0.0.0/8".parse::<IpNet>().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
         allowed_paths: vec![PathPattern::parse("/admin/**").unwrap()],
         rate_limit_per_minute: Some(600),
         created_at: now(),

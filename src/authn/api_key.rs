@@ -174,6 +174,9 @@ mod tests {
         assert!(verify(&key, "md5:abc").is_err());
         assert!(verify(&key, "sha256:abc").is_err());
         assert!(verify(&key, "$argon2id$v=19$m=19456,t=2,p=1$!!!$!!!").is_err());
-        assert!(!verify(&key, "$argon2id$garbage").unwrap_or(false), "never a match");
+        assert!(
+            !verify(&key, "$argon2id$garbage").unwrap_or(false),
+            "never a match"
+        );
     }
 }

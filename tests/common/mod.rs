@@ -28,7 +28,8 @@ pub enum Backend {
 }
 
 fn postgres_admin_url() -> String {
-    std::env::var("MEMBERD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("MEMBERD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn in_ci() -> bool {
@@ -49,7 +50,11 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("a temporary directory");
                 let url = format!("sqlite://{}", dir.path().join("memberd.db").display());
-                Some(TestDb { url, _dir: Some(dir), pg_name: None })
+                Some(TestDb {
+                    url,
+                    _dir: Some(dir),
+                    pg_name: None,
+                })
             }
             Backend::Postgres => {
                 let admin_url = postgres_admin_url();
@@ -67,8 +72,14 @@ impl TestDb {
                     .await
                     .expect("creating a test database");
                 let _ = conn.close().await;
-                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-                Some(TestDb { url: format!("{base}/{name}"), _dir: None, pg_name: Some(name) })
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url.as_str(), |(base, _)| base);
+                Some(TestDb {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                    pg_name: Some(name),
+                })
             }
         }
     }
@@ -76,14 +87,21 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         // Drop runs inside the test's runtime, which cannot be blocked on: use a thread of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
             rt.block_on(async {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })
@@ -99,7 +117,9 @@ pub struct TestStore {
 
 pub async fn test_store(backend: Backend) -> Option<TestStore> {
     let db = TestDb::create(backend).await?;
-    let store = memberd::app::open_store(&db.url).await.expect("opening the test store");
+    let store = memberd::app::open_store(&db.url)
+        .await
+        .expect("opening the test store");
     Some(TestStore { store, db })
 }
 
@@ -117,7 +137,10 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 }
 
 /// Starts the server with test settings, adjusted by `configure`.
-pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+pub async fn spawn_app_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     let db = TestDb::create(backend).await?;
     let mut settings = Settings::with_database(&db.url);
     settings.bind = "127.0.0.1:0".parse().unwrap();
@@ -127,14 +150,21 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
 }
 
 pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
-    let app = Application::build(settings.clone()).await.expect("building the app");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("building the app");
     let addr = app.local_addr();
     tokio::spawn(app.run_until(std::future::pending()));
-    let store = memberd::app::open_store(&db.url).await.expect("opening the store");
+    let store = memberd::app::open_store(&db.url)
+        .await
+        .expect("opening the store");
     TestApp {
         addr,
         base: format!("http://{addr}"),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
         store,
         settings,
         db,
@@ -170,8 +200,15 @@ impl TestApp {
     }
 
     pub async fn create_client_with(&self, new: NewClient) -> Credentials {
-        let (client, key) = self.client_admin().create(new).await.expect("creating a client");
-        Credentials { client_key: client.client_key, api_key: key.expose().to_owned() }
+        let (client, key) = self
+            .client_admin()
+            .create(new)
+            .await
+            .expect("creating a client");
+        Credentials {
+            client_key: client.client_key,
+            api_key: key.expose().to_owned(),
+        }
     }
 
     pub async fn create_client(&self) -> Credentials {
@@ -179,7 +216,9 @@ impl TestApp {
     }
 
     pub fn internal(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path)).header("X-Internal-Secret", INTERNAL_SECRET)
+        self.http
+            .request(method, self.url(path))
+            .header("X-Internal-Secret", INTERNAL_SECRET)
     }
 
     pub fn admin(&self, creds: &Credentials, path: &str) -> reqwest::RequestBuilder {
@@ -190,11 +229,21 @@ impl TestApp {
     }
 
     pub async fn upsert(&self, body: serde_json::Value) -> reqwest::Response {
-        self.internal(reqwest::Method::POST, "/internal/users/upsert-by-sub").json(&body).send().await.unwrap()
+        self.internal(reqwest::Method::POST, "/internal/users/upsert-by-sub")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn snapshot(&self, sub: &str) -> reqwest::Response {
-        self.internal(reqwest::Method::GET, &format!("/internal/permissions/{sub}/snapshot")).send().await.unwrap()
+        self.internal(
+            reqwest::Method::GET,
+            &format!("/internal/permissions/{sub}/snapshot"),
+        )
+        .send()
+        .await
+        .unwrap()
     }
 
     pub async fn revision(&self) -> i64 {
@@ -204,7 +253,10 @@ impl TestApp {
 
 /// The `error.code` of an error response, checking the envelope on the way.
 pub async fn error_code(response: reqwest::Response) -> String {
-    let header_id = response.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned());
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned());
     let body: serde_json::Value = response.json().await.expect("an error body is JSON");
     let error = &body["error"];
     assert!(error["message"].is_string(), "{body}");
