@@ -155,6 +155,15 @@ fn parse_proxy(s: &str) -> anyhow::Result<IpNet> {
         .with_context(|| format!("trusted proxy {s:?} is neither an IP address nor a CIDR"))
 }
 
+/// A list given by flags or environment replaces the file's, rather than adding to it.
+fn flags_or_file<T>(flags: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
+    if flags.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flags
+    }
+}
+
 impl SettingsArgs {
     pub fn resolve(&self) -> anyhow::Result<Settings> {
         let file = match &self.config {
@@ -163,12 +172,8 @@ impl SettingsArgs {
         };
         let defaults = Settings::with_database(DEFAULT_DATABASE_URL);
 
-        let internal_secrets: Vec<Secret> = if self.internal_secrets.is_empty() {
-            file.internal_secrets.unwrap_or_default()
-        } else {
-            self.internal_secrets.iter().map(Secret::new).collect()
-        };
-        let internal_secrets: Vec<Secret> = internal_secrets
+        let flag_secrets = self.internal_secrets.iter().map(Secret::new).collect();
+        let internal_secrets: Vec<Secret> = flags_or_file(flag_secrets, file.internal_secrets)
             .into_iter()
             .filter(|s| !s.expose().trim().is_empty())
             .collect();
@@ -179,11 +184,7 @@ impl SettingsArgs {
             bail!("every internal secret must be at least {MIN_SECRET_LEN} characters long");
         }
 
-        let proxies = if self.trusted_proxies.is_empty() {
-            file.trusted_proxies.unwrap_or_default()
-        } else {
-            self.trusted_proxies.clone()
-        };
+        let proxies = flags_or_file(self.trusted_proxies.clone(), file.trusted_proxies);
         let trusted_proxies = proxies
             .iter()
             .filter(|p| !p.trim().is_empty())

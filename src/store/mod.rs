@@ -112,6 +112,59 @@ macro_rules! client_columns {
     };
 }
 
+/// Opens the transaction of a change to one user's grants: bumps the revision
+/// first (taking the write lock) and finds the user. An unknown user returns
+/// `NotFound` from the enclosing function, which rolls the transaction back.
+/// Evaluates to `(tx, revision, user_id)`.
+macro_rules! begin_user_change {
+    ($pool:expr, $sub:expr) => {{
+        let mut tx = $pool.begin_write().await?;
+        let revision: i64 = sqlx::query_scalar(BUMP_REVISION)
+            .fetch_one(&mut *tx)
+            .await?;
+        let user_id: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM users WHERE authentik_sub = $1")
+                .bind($sub.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(user_id) = user_id else {
+            return Err(StoreError::NotFound("user"));
+        };
+        (tx, revision, user_id)
+    }};
+}
+
+/// Ends a change begun by `begin_user_change!`: when it changed something, the
+/// user is stamped with its revision and it commits; otherwise it rolls back,
+/// leaving the revision where it was. Evaluates to the revision now current.
+macro_rules! finish_user_change {
+    ($tx:ident, $revision:expr, $user_id:expr, $changed:expr) => {{
+        if $changed {
+            sqlx::query("UPDATE users SET revision = $1 WHERE id = $2")
+                .bind($revision)
+                .bind($user_id)
+                .execute(&mut *$tx)
+                .await?;
+            $tx.commit().await?;
+            $revision
+        } else {
+            $tx.rollback().await?;
+            $revision - 1
+        }
+    }};
+}
+
+/// Binds a permission's four columns, in order, to the next four placeholders.
+macro_rules! bind_permission {
+    ($query:expr, $permission:expr) => {
+        $query
+            .bind($permission.scope_type.as_str())
+            .bind($permission.scope_id.as_str())
+            .bind($permission.module.as_str())
+            .bind($permission.action.as_str())
+    };
+}
+
 /// Timestamps are kept to the microsecond, PostgreSQL's precision, so that a
 /// value reads back equal to what was written on either backend.
 pub fn now() -> OffsetDateTime {
@@ -340,50 +393,18 @@ impl Store {
         let at = now();
         let id = Uuid::new_v4();
         let outcome = on_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
-            let revision: i64 = sqlx::query_scalar(BUMP_REVISION)
-                .fetch_one(&mut *tx)
-                .await?;
-            let user_id: Option<Uuid> =
-                sqlx::query_scalar("SELECT id FROM users WHERE authentik_sub = $1")
-                    .bind(sub.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some(user_id) = user_id else {
-                return Err(StoreError::NotFound("user"));
-            };
-            let inserted = sqlx::query(insert)
-                .bind(id)
-                .bind(user_id)
-                .bind(permission.scope_type.as_str())
-                .bind(permission.scope_id.as_str())
-                .bind(permission.module.as_str())
-                .bind(permission.action.as_str())
+            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
+            let inserted = bind_permission!(sqlx::query(insert).bind(id).bind(user_id), permission)
                 .bind(at)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
                 == 1;
-            let row: GrantRow = sqlx::query_as(existing)
-                .bind(user_id)
-                .bind(permission.scope_type.as_str())
-                .bind(permission.scope_id.as_str())
-                .bind(permission.module.as_str())
-                .bind(permission.action.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            let revision = if inserted {
-                sqlx::query("UPDATE users SET revision = $1 WHERE id = $2")
-                    .bind(revision)
-                    .bind(user_id)
-                    .execute(&mut *tx)
+            let row: GrantRow =
+                bind_permission!(sqlx::query_as(existing).bind(user_id), permission)
+                    .fetch_one(&mut *tx)
                     .await?;
-                tx.commit().await?;
-                revision
-            } else {
-                tx.rollback().await?;
-                revision - 1
-            };
+            let revision = finish_user_change!(tx, revision, user_id, inserted);
             GrantOutcome {
                 grant: Grant::try_from(row)?,
                 created: inserted,
@@ -402,45 +423,15 @@ impl Store {
         let delete = "DELETE FROM permissions \
                       WHERE user_id = $1 AND scope_type = $2 AND scope_id = $3 AND module = $4 AND action = $5";
         let outcome = on_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
-            let revision: i64 = sqlx::query_scalar(BUMP_REVISION)
-                .fetch_one(&mut *tx)
-                .await?;
-            let user_id: Option<Uuid> =
-                sqlx::query_scalar("SELECT id FROM users WHERE authentik_sub = $1")
-                    .bind(sub.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some(user_id) = user_id else {
-                return Err(StoreError::NotFound("user"));
-            };
-            let deleted = sqlx::query(delete)
-                .bind(user_id)
-                .bind(permission.scope_type.as_str())
-                .bind(permission.scope_id.as_str())
-                .bind(permission.module.as_str())
-                .bind(permission.action.as_str())
+            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
+            let deleted = bind_permission!(sqlx::query(delete).bind(user_id), permission)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
                 > 0;
-            if deleted {
-                sqlx::query("UPDATE users SET revision = $1 WHERE id = $2")
-                    .bind(revision)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                RevokeOutcome {
-                    revoked: true,
-                    revision: Revision(revision),
-                }
-            } else {
-                tx.rollback().await?;
-                RevokeOutcome {
-                    revoked: false,
-                    revision: Revision(revision - 1),
-                }
+            RevokeOutcome {
+                revoked: deleted,
+                revision: Revision(finish_user_change!(tx, revision, user_id, deleted)),
             }
         });
         Ok(outcome)
