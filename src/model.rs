@@ -92,11 +92,24 @@ string_type!(
     |s| is_printable(s, 128)
 );
 string_type!(
-    /// The area of the product a permission is about.
+    /// The area of the product a permission is about: a name, or a request
+    /// path that may be a Casbin keyMatch2 pattern (`/api/users/:id`, `/api/*`).
     Module,
-    "module (expected [a-z][a-z0-9_.:-]{0,63})",
-    is_identifier
+    "module (expected [a-z][a-z0-9_.:-]{0,63}, or a path starting with / of at most 256 characters)",
+    |s| is_identifier(s) || is_path(s)
 );
+
+/// A request path as a module: `/`, then printable characters without spaces.
+fn is_path(s: &str) -> bool {
+    s.starts_with('/') && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+impl Module {
+    /// A path module with `*` or `:name` matches other paths (keyMatch2).
+    pub fn is_pattern(&self) -> bool {
+        self.0.starts_with('/') && (self.0.contains('*') || self.0.contains("/:"))
+    }
+}
 string_type!(
     /// What may be done in the module; `*` means everything.
     Action,
@@ -124,6 +137,93 @@ string_type!(
     "name (1-100 printable characters)",
     |s| is_printable(s, 100) && s.trim() == s
 );
+
+string_type!(
+    /// A role's unique name.
+    RoleName,
+    "role name (1-64 characters: letters, digits, _ . : @ -, starting with a letter or digit)",
+    |s| {
+        s.len() <= 64
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-'))
+    }
+);
+
+/// What a matching permission does. Deny wins over any allow.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    #[default]
+    Allow,
+    Deny,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "allow" => Some(Self::Allow),
+            "deny" => Some(Self::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// Where a role is held or a role permission is pinned. `*` as scope_id means
+/// every id of the type; `*` as scope_type (with `*` as scope_id) means everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ScopeFields")]
+pub struct Scope {
+    pub scope_type: String,
+    pub scope_id: ScopeId,
+}
+
+#[derive(Deserialize)]
+struct ScopeFields {
+    scope_type: String,
+    scope_id: ScopeId,
+}
+
+impl TryFrom<ScopeFields> for Scope {
+    type Error = ParseError;
+    fn try_from(f: ScopeFields) -> Result<Self, ParseError> {
+        Scope::parse(f.scope_type, f.scope_id)
+    }
+}
+
+impl Scope {
+    pub fn parse(scope_type: impl Into<String>, scope_id: ScopeId) -> Result<Self, ParseError> {
+        let scope_type = scope_type.into();
+        if scope_type == "*" {
+            if scope_id.as_str() != "*" {
+                return Err(ParseError(
+                    "scope_type * (everywhere) needs scope_id *".into(),
+                ));
+            }
+        } else {
+            ScopeType::parse(scope_type.as_str())?;
+        }
+        Ok(Self {
+            scope_type,
+            scope_id,
+        })
+    }
+
+    pub fn everywhere() -> Self {
+        Self {
+            scope_type: "*".into(),
+            scope_id: ScopeId("*".into()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -347,9 +447,23 @@ mod tests {
         for ok in ["a", "org", "system:user.list", "x-1_2", &"a".repeat(64)] {
             assert!(Module::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "1a", "_a", "a b", "a/b", "é", "*", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "A",
+            "1a",
+            "_a",
+            "a b",
+            "a/b",
+            "é",
+            "*",
+            &"a".repeat(65),
+            "/a b",
+        ] {
             assert!(Module::parse(bad).is_err(), "{bad:?}");
         }
+        assert!(Module::parse("/api/users/:id").unwrap().is_pattern());
+        assert!(Module::parse("/api/*").unwrap().is_pattern());
+        assert!(!Module::parse("/api/users").unwrap().is_pattern());
     }
 
     #[test]
@@ -388,6 +502,17 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("invalid scope_type"), "{err}");
     }
+    #[test]
+    fn scopes_and_roles() {
+        let any = ScopeId::parse("*").unwrap();
+        assert!(Scope::parse("*", any.clone()).is_ok());
+        assert!(Scope::parse("*", ScopeId::parse("1").unwrap()).is_err());
+        assert!(Scope::parse("Org", any).is_err());
+        assert!(RoleName::parse("data2_admin").is_ok());
+        assert!(RoleName::parse("-x").is_err());
+        assert!(RoleName::parse("a b").is_err());
+    }
+
     #[test]
     fn path_patterns() {
         let p = |s: &str| PathPattern::parse(s).unwrap();

@@ -1,0 +1,8 @@
+//! Authorization: the engine that answers "may this user do this?" and
+//! "what may this user do?". Pure: no IO, no HTTP.
+
+pub mod functions;
+pub mod index;
+
+#[cfg(test)]
+mod tests;
