@@ -12,6 +12,7 @@ use crate::authn::api_key::generate_api_key;
 use crate::authn::internal::{InternalSecrets, stored_digest};
 use crate::config::{Environment, Settings};
 use crate::http::{AppState, router};
+use crate::service::access::Engine;
 use crate::service::clients::{ClientAuthenticator, KeyHasher};
 use crate::service::directory::Directory;
 use crate::store::Store;
@@ -79,8 +80,12 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
         let hasher = KeyHasher::default();
+        let started = std::time::Instant::now();
+        let engine = Engine::load(&store).await.context("compiling the policy")?;
+        tracing::info!(revision = %engine.revision(), elapsed_ms = started.elapsed().as_millis() as u64, "policy compiled");
         let state = AppState {
-            directory: Directory::new(store.clone()),
+            directory: Directory::new(store.clone(), engine.clone()),
+            engine,
             client_auth: ClientAuthenticator::new(
                 store.clone(),
                 hasher,

@@ -49,6 +49,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub api_key_cache_ttl: Duration,
     pub log_format: LogFormat,
+    /// How callers reach this service (for discovery documents); else taken from `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -65,6 +67,7 @@ impl Settings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             api_key_cache_ttl: Duration::from_secs(DEFAULT_API_KEY_CACHE_SECONDS),
             log_format: LogFormat::Text,
+            public_url: None,
         }
     }
 }
@@ -127,6 +130,9 @@ pub struct SettingsArgs {
     pub api_key_cache_seconds: Option<u64>,
     #[arg(long, env = "MEMBERD_LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Base URL callers use to reach memberd, e.g. https://members.example.org (for discovery documents).
+    #[arg(long, env = "MEMBERD_PUBLIC_URL", global = true, value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +146,7 @@ struct FileSettings {
     max_body_bytes: Option<usize>,
     api_key_cache_seconds: Option<u64>,
     log_format: Option<LogFormat>,
+    public_url: Option<String>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -216,6 +223,7 @@ impl SettingsArgs {
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.api_key_cache_ttl),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            public_url: self.public_url.clone().or(file.public_url),
         })
     }
 }

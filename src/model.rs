@@ -235,6 +235,12 @@ impl UserId {
     }
 }
 
+impl Default for Revision {
+    fn default() -> Self {
+        Self(0)
+    }
+}
+
 impl Default for UserId {
     fn default() -> Self {
         Self::new()
@@ -318,8 +324,49 @@ pub struct Grant {
     pub user_id: UserId,
     #[serde(flatten)]
     pub permission: Permission,
+    pub effect: Effect,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+/// A permission a role holds; pinned to one scope, or applying wherever the role is held.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RolePermission {
+    pub module: Module,
+    pub action: Action,
+    pub effect: Effect,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Role {
+    pub name: RoleName,
+    pub description: String,
+    pub parents: Vec<RoleName>,
+    pub permissions: Vec<RolePermission>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A role held by a user in a scope.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RoleAssignment {
+    pub role: RoleName,
+    #[serde(flatten)]
+    pub scope: Scope,
+}
+
+/// Everything the engine compiles, read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyState {
+    pub revision: Revision,
+    pub users: Vec<User>,
+    pub grants: Vec<Grant>,
+    pub roles: Vec<Role>,
+    pub assignments: Vec<(UserId, RoleAssignment)>,
 }
 
 /// What other systems cache: a user's permissions at a revision.

@@ -461,14 +461,16 @@ impl Index {
         }
         let r = u32::try_from(self.roles.len()).expect("fewer than 4 billion roles");
         let name: Arc<str> = Arc::from(name);
+        // A new role includes only itself, and no other role includes it yet.
+        let mut closure = vec![0u64; (r as usize / 64) + 1];
+        closure[r as usize / 64] |= 1 << (r % 64);
         self.roles.push(Some(RoleEntry {
             name: name.clone(),
             parents: Vec::new(),
             perms: FxHashMap::default(),
-            closure: Vec::new(),
+            closure,
         }));
         self.role_by_name.insert(name, r);
-        self.recompute_closures();
     }
 
     pub fn remove_role(&mut self, name: &str) {
@@ -674,6 +676,20 @@ impl Index {
                 .assignments
                 .retain(|a| !(a.role == r && a.scope == scope));
         }
+    }
+
+    /// The roles whose holders a change to `role` reaches: itself and every
+    /// role inheriting it.
+    pub fn roles_including(&self, role: &str) -> Vec<Arc<str>> {
+        let Ok(r) = self.role_idx(role) else {
+            return Vec::new();
+        };
+        self.roles
+            .iter()
+            .flatten()
+            .filter(|other| other.includes(r))
+            .map(|other| other.name.clone())
+            .collect()
     }
 
     /// Users whose effective permissions depend on `role`: those holding it or

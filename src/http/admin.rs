@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody};
-use crate::model::{Action, AuthentikSub, Grant, Module, Permission, Revision, ScopeId, ScopeType};
+use crate::model::{
+    Action, AuthentikSub, Effect, Grant, Module, Permission, Revision, ScopeId, ScopeType,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -25,6 +27,9 @@ struct GrantRequest {
     scope_id: ScopeId,
     module: Module,
     action: Action,
+    /// Only in grants; a revoke removes the permission whatever its effect.
+    #[serde(default)]
+    effect: Option<Effect>,
 }
 
 impl GrantRequest {
@@ -51,8 +56,9 @@ async fn grant(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<GrantRequest>,
 ) -> Result<(StatusCode, Json<GrantResponse>), ApiError> {
+    let effect = request.effect.unwrap_or_default();
     let (sub, permission) = request.into_parts();
-    let outcome = state.directory.grant(&sub, &permission).await?;
+    let outcome = state.directory.grant(&sub, &permission, effect).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -79,10 +85,16 @@ async fn revoke(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<GrantRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
+    if request.effect.is_some() {
+        return Err(ApiError::invalid_field(
+            "effect",
+            "revoke removes the permission whatever its effect",
+        ));
+    }
     let (sub, permission) = request.into_parts();
     let outcome = state.directory.revoke(&sub, &permission).await?;
     Ok(Json(RevokeResponse {
-        revoked: outcome.revoked,
+        revoked: outcome.revoked.is_some(),
         revision: outcome.revision,
     }))
 }

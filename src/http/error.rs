@@ -101,7 +101,15 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound("user") => {
                 Self::not_found("user_not_found", "no user with this authentik_sub")
             }
+            ServiceError::NotFound("role") => {
+                Self::not_found("role_not_found", "no role with this name")
+            }
             ServiceError::NotFound(what) => Self::not_found("not_found", format!("no such {what}")),
+            ServiceError::Conflict(what) => Self::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                format!("this {what} already exists"),
+            ),
             ServiceError::Invalid(message) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
             }

@@ -13,7 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::authn::Secret;
 use crate::model::ApiClient;
-use crate::service::clients::ClientRequest;
+use crate::service::clients::{ClientRequest, Freshness};
 
 /// A JSON body parsed into `T`. Malformed JSON is 400; a missing, unknown or
 /// ill-typed field is 422 and names the field; a body over the limit is 413.
@@ -118,21 +118,14 @@ impl FromRequestParts<AppState> for InternalCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts.headers.get("x-internal-secret").ok_or_else(|| {
-            ApiError::unauthorized(
-                "missing_internal_secret",
-                "X-Internal-Secret header is required",
-            )
-        })?;
-        let presented = presented.to_str().unwrap_or_default();
-        if state.internal_secrets.verify(presented) {
-            Ok(InternalCaller(()))
-        } else {
-            Err(ApiError::unauthorized(
-                "invalid_internal_secret",
-                "X-Internal-Secret is not valid",
-            ))
-        }
+        internal_secret(parts, state)
+            .unwrap_or_else(|| {
+                Err(ApiError::unauthorized(
+                    "missing_internal_secret",
+                    "X-Internal-Secret header is required",
+                ))
+            })
+            .map(InternalCaller)
     }
 }
 
@@ -169,29 +162,107 @@ fn caller_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
     }
 }
 
+/// Authenticates the API client named in the request's headers.
+async fn api_client(
+    parts: &Parts,
+    state: &AppState,
+    freshness: Freshness,
+) -> Result<ApiClient, ApiError> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(client_key), Some(api_key)) = (header("x-client-key"), header("x-api-key")) else {
+        return Err(ApiError::unauthorized(
+            "missing_api_key",
+            "X-Client-Key and X-API-Key headers are required",
+        ));
+    };
+    let api_key = Secret::new(api_key);
+    let request = ClientRequest {
+        client_key,
+        api_key: &api_key,
+        origin: header("origin"),
+        ip: caller_ip(parts, state),
+        path: parts.uri.path(),
+    };
+    let client = state.client_auth.authenticate(request, freshness).await?;
+    tracing::debug!(client_key = %client.client_key, "api client authenticated");
+    Ok(client)
+}
+
+fn internal_secret(parts: &Parts, state: &AppState) -> Option<Result<(), ApiError>> {
+    let presented = parts.headers.get("x-internal-secret")?;
+    Some(
+        if state
+            .internal_secrets
+            .verify(presented.to_str().unwrap_or_default())
+        {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized(
+                "invalid_internal_secret",
+                "X-Internal-Secret is not valid",
+            ))
+        },
+    )
+}
+
 impl FromRequestParts<AppState> for AdminCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let (Some(client_key), Some(api_key)) = (header("x-client-key"), header("x-api-key"))
-        else {
-            return Err(ApiError::unauthorized(
-                "missing_api_key",
-                "X-Client-Key and X-API-Key headers are required",
-            ));
-        };
-        let api_key = Secret::new(api_key);
-        let request = ClientRequest {
-            client_key,
-            api_key: &api_key,
-            origin: header("origin"),
-            ip: caller_ip(parts, state),
-            path: parts.uri.path(),
-        };
-        let client = state.client_auth.authenticate(request).await?;
-        tracing::debug!(client_key = %client.client_key, "api client authenticated");
-        Ok(AdminCaller(client))
+        api_client(parts, state, Freshness::Strict)
+            .await
+            .map(AdminCaller)
+    }
+}
+
+/// A system asking for decisions: it presents the internal secret or an API
+/// client's credentials. The client's row may be a second old, so that
+/// decisions never wait on the database.
+pub enum DecisionCaller {
+    Internal,
+    Client,
+}
+
+impl FromRequestParts<AppState> for DecisionCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(verdict) = internal_secret(parts, state) {
+            return verdict.map(|()| DecisionCaller::Internal);
+        }
+        if parts.headers.contains_key("x-client-key") {
+            return api_client(parts, state, Freshness::Recent)
+                .await
+                .map(|_| DecisionCaller::Client);
+        }
+        Err(ApiError::unauthorized(
+            "missing_credentials",
+            "send X-Internal-Secret, or X-Client-Key and X-API-Key",
+        ))
+    }
+}
+
+/// Query parameters parsed into `T`; a missing or bad one is 422 naming it.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(QueryParams)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                let field = match missing_field_name(&message) {
+                    Some(name) => name.to_owned(),
+                    None => path,
+                };
+                ApiError::invalid_field(field, message)
+            })
     }
 }
 

@@ -5,12 +5,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{InternalCaller, JsonBody, path_param};
-use crate::model::{AuthentikSub, Permission, Revision, Snapshot, User, UserId, UserUpsert};
+use super::extract::{InternalCaller, JsonBody, QueryParams, path_param};
+use crate::authz::index::EffectiveSnapshot;
+use crate::model::{AuthentikSub, Revision, User, UserUpsert};
+use crate::service::access::Subject;
+use crate::service::directory::Changes;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -19,6 +23,7 @@ pub fn routes() -> Router<AppState> {
             "/internal/permissions/{authentik_sub}/snapshot",
             get(snapshot),
         )
+        .route("/internal/changes", get(changes))
 }
 
 async fn upsert_by_sub(
@@ -29,23 +34,10 @@ async fn upsert_by_sub(
     Ok(Json(state.directory.upsert_user(&upsert).await?))
 }
 
-#[derive(Serialize)]
-struct SnapshotBody<'a> {
-    authentik_sub: &'a AuthentikSub,
-    user_id: UserId,
-    is_active: bool,
-    revision: Revision,
-    permissions: &'a [Permission],
-}
-
 /// Changes whenever the user's snapshot may have: the user's revision moves
-/// with every change to the user or their grants.
-fn etag(snapshot: &Snapshot) -> String {
-    format!(
-        "\"{}.{}\"",
-        snapshot.user.id.0.simple(),
-        snapshot.user.revision
-    )
+/// with every change to the user, their grants, or the roles they hold.
+fn etag(snapshot: &EffectiveSnapshot) -> String {
+    format!("\"{}.{}\"", snapshot.user_id.0.simple(), snapshot.revision)
 }
 
 /// `If-None-Match` holds a list of tags, or `*`; weak tags compare equal to strong ones here.
@@ -61,6 +53,32 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
         })
 }
 
+/// A snapshot as JSON, with its `ETag`; `304` when the caller has it already.
+pub fn snapshot_response(
+    snapshot: &EffectiveSnapshot,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let etag = etag(snapshot);
+    let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(&e))?;
+    let cache = [
+        (header::ETAG, etag_value),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    if none_match(headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    let body = json!({
+        "authentik_sub": snapshot.authentik_sub,
+        "user_id": snapshot.user_id,
+        "is_active": snapshot.is_active,
+        "revision": snapshot.revision,
+        "permissions": snapshot.permissions,
+        "denied": snapshot.denied,
+        "roles": snapshot.roles,
+    });
+    Ok((cache, Json(body)).into_response())
+}
+
 async fn snapshot(
     _: InternalCaller,
     State(state): State<AppState>,
@@ -68,24 +86,35 @@ async fn snapshot(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let sub = path_param("authentik_sub", sub, AuthentikSub::parse)?;
-    let snapshot = state.directory.snapshot(&sub).await?;
-    let etag = etag(&snapshot);
-    let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(&e))?;
-    let cache = [
-        (header::ETAG, etag_value),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-    ];
-    if none_match(&headers, &etag) {
-        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    let snapshot = state.engine.snapshot(&Subject::Sub(sub))?;
+    snapshot_response(&snapshot, &headers)
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    since: i64,
+}
+
+#[derive(Serialize)]
+struct ChangesBody {
+    revision: Revision,
+    /// The subjects whose effective permissions changed: drop their cached snapshots.
+    subjects: Vec<std::sync::Arc<str>>,
+}
+
+async fn changes(
+    _: InternalCaller,
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ChangesQuery>,
+) -> Result<Json<ChangesBody>, ApiError> {
+    match state.directory.changes_since(Revision(query.since)).await? {
+        Changes::Changed { subjects, revision } => Ok(Json(ChangesBody { revision, subjects })),
+        Changes::Gone { oldest } => Err(ApiError::new(
+            StatusCode::GONE,
+            "changes_gone",
+            format!("the change log starts after revision {oldest}: refetch every snapshot"),
+        )),
     }
-    let body = SnapshotBody {
-        authentik_sub: &snapshot.user.authentik_sub,
-        user_id: snapshot.user.id,
-        is_active: snapshot.user.is_active,
-        revision: snapshot.user.revision,
-        permissions: &snapshot.permissions,
-    };
-    Ok((cache, Json(body)).into_response())
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
 //! The HTTP interface: routing, extractors, one file per route group.
 
 mod admin;
+mod authzen;
+mod decisions;
 pub mod error;
 mod extract;
 mod health;
 mod internal;
 pub mod middleware;
+mod roles;
 
 use std::sync::Arc;
 
@@ -15,6 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::authn::internal::InternalSecrets;
 use crate::config::Settings;
+use crate::service::access::Engine;
 use crate::service::clients::ClientAuthenticator;
 use crate::service::directory::Directory;
 use crate::store::Store;
@@ -26,6 +30,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub directory: Directory,
+    pub engine: Engine,
     pub client_auth: ClientAuthenticator,
     pub internal_secrets: Arc<InternalSecrets>,
 }
@@ -36,6 +41,9 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(internal::routes())
         .merge(admin::routes())
+        .merge(roles::routes())
+        .merge(decisions::routes())
+        .merge(authzen::routes())
         .fallback(|| async { ApiError::not_found("route_not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

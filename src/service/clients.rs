@@ -195,6 +195,20 @@ impl From<StoreError> for ClientAuthError {
     }
 }
 
+/// How current the client's stored row must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Read from the store on every request: disabling or rotating a client,
+    /// from any process, takes effect at once. For routes that change things.
+    Strict,
+    /// A row read at most `ROW_CACHE_TTL` ago will do: decision routes
+    /// (checks) never touch the database on their hot path.
+    Recent,
+}
+
+/// How long a client row may serve `Freshness::Recent` requests.
+const ROW_CACHE_TTL: Duration = Duration::from_secs(1);
+
 /// One request as far as client authentication cares.
 pub struct ClientRequest<'a> {
     pub client_key: &'a str,
@@ -249,6 +263,7 @@ pub struct ClientAuthenticator {
     verified: Arc<VerifiedKeys>,
     limiter: Arc<RateLimiter>,
     cache_ttl: Duration,
+    rows: Arc<Mutex<HashMap<String, (Option<ApiClient>, Instant)>>>,
 }
 
 impl ClientAuthenticator {
@@ -259,19 +274,41 @@ impl ClientAuthenticator {
             verified: Arc::default(),
             limiter: Arc::default(),
             cache_ttl,
+            rows: Arc::default(),
         }
     }
 
-    /// The client row is read on every request, so that disabling a client
-    /// (from the CLI, in another process) takes effect at once; only the key
-    /// verification is remembered.
+    async fn client_row(
+        &self,
+        client_key: &str,
+        freshness: Freshness,
+    ) -> Result<Option<ApiClient>, StoreError> {
+        if freshness == Freshness::Recent {
+            let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((row, at)) = rows.get(client_key) {
+                if at.elapsed() < ROW_CACHE_TTL {
+                    return Ok(row.clone());
+                }
+            }
+        }
+        let row = self.store.client(client_key).await?;
+        let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        if rows.len() >= MAX_REMEMBERED_KEYS {
+            rows.retain(|_, (_, at)| at.elapsed() < ROW_CACHE_TTL);
+        }
+        rows.insert(client_key.to_owned(), (row.clone(), Instant::now()));
+        Ok(row)
+    }
+
+    /// Only the key verification is remembered for long; the client's row is
+    /// read as fresh as `freshness` asks.
     pub async fn authenticate(
         &self,
         request: ClientRequest<'_>,
+        freshness: Freshness,
     ) -> Result<ApiClient, ClientAuthError> {
         let client = self
-            .store
-            .client(request.client_key)
+            .client_row(request.client_key, freshness)
             .await?
             .ok_or(ClientAuthError::InvalidCredentials)?;
 

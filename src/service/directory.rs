@@ -1,43 +1,101 @@
-//! Users and their direct grants.
+//! Every change to users, grants and roles: written to the store in one
+//! transaction, then applied to the index, one change at a time so that the
+//! index follows the store's revision order.
 
-use crate::model::{AuthentikSub, Permission, Revision, Snapshot, User, UserUpsert};
-use crate::store::{GrantOutcome, RevokeOutcome, Store};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
 
 use super::ServiceError;
+use super::access::Engine;
+use crate::authz::index::Index;
+use crate::model::{
+    AuthentikSub, Effect, Permission, Revision, Role, RoleAssignment, RoleName, RolePermission,
+    User, UserId, UserUpsert,
+};
+use crate::store::{ChangeOutcome, ChangesSince, GrantOutcome, RevokeOutcome, Store};
+
+/// How many revisions of the change log are kept; older `since` values get 410.
+const CHANGE_LOG_KEEP: i64 = 100_000;
 
 #[derive(Clone)]
 pub struct Directory {
     store: Store,
+    engine: Engine,
+    /// Serialises changes: each reads the index (which roles a change
+    /// reaches), writes the store, then updates the index.
+    writer: Arc<Mutex<()>>,
+}
+
+fn role_names(names: Vec<Arc<str>>) -> Vec<RoleName> {
+    names
+        .iter()
+        .filter_map(|n| RoleName::parse(n.as_ref()).ok())
+        .collect()
+}
+
+fn pin(permission: &RolePermission) -> Option<(&str, &str)> {
+    permission
+        .scope
+        .as_ref()
+        .map(|s| (s.scope_type.as_str(), s.scope_id.as_str()))
 }
 
 impl Directory {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, engine: Engine) -> Self {
+        Self {
+            store,
+            engine,
+            writer: Arc::default(),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub async fn upsert_user(&self, upsert: &UserUpsert) -> Result<User, ServiceError> {
+        let _writer = self.writer.lock().await;
         let outcome = self.store.upsert_user(upsert).await?;
         if outcome.changed {
-            tracing::info!(user_id = %outcome.user.id, revision = %outcome.user.revision, "user upserted");
+            let user = &outcome.user;
+            self.engine.apply(user.revision, |ix| {
+                ix.upsert_user(
+                    user.id,
+                    user.authentik_sub.as_str(),
+                    user.is_active,
+                    user.revision.0,
+                );
+            });
+            tracing::info!(user_id = %user.id, revision = %user.revision, "user upserted");
+            self.maybe_prune(user.revision).await;
         }
         Ok(outcome.user)
-    }
-
-    pub async fn snapshot(&self, sub: &AuthentikSub) -> Result<Snapshot, ServiceError> {
-        self.store
-            .snapshot(sub)
-            .await?
-            .ok_or(ServiceError::NotFound("user"))
     }
 
     pub async fn grant(
         &self,
         sub: &AuthentikSub,
         permission: &Permission,
+        effect: Effect,
     ) -> Result<GrantOutcome, ServiceError> {
-        let outcome = self.store.grant(sub, permission).await?;
-        if outcome.created {
-            tracing::info!(user_id = %outcome.grant.user_id, revision = %outcome.revision, "permission granted");
+        let _writer = self.writer.lock().await;
+        let outcome = self.store.grant(sub, permission, effect).await?;
+        if outcome.changed {
+            let g = &outcome.grant;
+            self.engine.apply(outcome.revision, |ix| {
+                ix.touch_user(g.user_id, outcome.revision.0);
+                ix.set_direct(
+                    g.user_id,
+                    g.id,
+                    g.permission.scope_type.as_str(),
+                    g.permission.scope_id.as_str(),
+                    g.permission.module.as_str(),
+                    g.permission.action.as_str(),
+                    g.effect,
+                )
+            })?;
+            tracing::info!(user_id = %g.user_id, revision = %outcome.revision, effect = g.effect.as_str(), "permission granted");
         }
         Ok(outcome)
     }
@@ -47,9 +105,20 @@ impl Directory {
         sub: &AuthentikSub,
         permission: &Permission,
     ) -> Result<RevokeOutcome, ServiceError> {
+        let _writer = self.writer.lock().await;
         let outcome = self.store.revoke(sub, permission).await?;
-        if outcome.revoked {
-            tracing::info!(revision = %outcome.revision, "permission revoked");
+        if let Some(g) = &outcome.revoked {
+            self.engine.apply(outcome.revision, |ix| {
+                ix.touch_user(g.user_id, outcome.revision.0);
+                ix.remove_direct(
+                    g.user_id,
+                    g.permission.scope_type.as_str(),
+                    g.permission.scope_id.as_str(),
+                    g.permission.module.as_str(),
+                    g.permission.action.as_str(),
+                );
+            });
+            tracing::info!(user_id = %g.user_id, revision = %outcome.revision, "permission revoked");
         }
         Ok(outcome)
     }
@@ -57,4 +126,264 @@ impl Directory {
     pub async fn revision(&self) -> Result<Revision, ServiceError> {
         Ok(self.store.current_revision().await?)
     }
+
+    // ---- roles ----------------------------------------------------------------
+
+    pub async fn roles(&self) -> Result<Vec<Role>, ServiceError> {
+        Ok(self.store.roles().await?)
+    }
+
+    pub async fn role(&self, name: &RoleName) -> Result<Role, ServiceError> {
+        self.store
+            .role(name)
+            .await?
+            .ok_or(ServiceError::NotFound("role"))
+    }
+
+    /// The subjects holding the role, directly or through a role inheriting it.
+    pub fn holders(&self, name: &RoleName) -> Vec<Arc<str>> {
+        let users = self.engine.inspect(|ix| ix.holders(name.as_str()));
+        self.engine.subs_of(&users)
+    }
+
+    pub async fn create_role(
+        &self,
+        name: &RoleName,
+        description: &str,
+        parents: &[RoleName],
+    ) -> Result<Revision, ServiceError> {
+        let _writer = self.writer.lock().await;
+        if self.engine.inspect(|ix| ix.role_exists(name.as_str())) {
+            return Err(ServiceError::Conflict("role"));
+        }
+        self.known_roles(parents)?;
+        let revision = self.store.create_role(name, description, parents).await?;
+        let parents: Vec<&str> = parents.iter().map(RoleName::as_str).collect();
+        self.engine.apply(revision, |ix| {
+            ix.add_role(name.as_str());
+            ix.set_parents(name.as_str(), &parents)
+        })?;
+        tracing::info!(role = %name, %revision, "role created");
+        Ok(revision)
+    }
+
+    /// Changes what is given. New parents that would close a cycle are refused.
+    pub async fn update_role(
+        &self,
+        name: &RoleName,
+        description: Option<&str>,
+        parents: Option<&[RoleName]>,
+    ) -> Result<Revision, ServiceError> {
+        let _writer = self.writer.lock().await;
+        self.known_roles(parents.unwrap_or_default())?;
+        let parent_names: Option<Vec<&str>> =
+            parents.map(|ps| ps.iter().map(RoleName::as_str).collect());
+        let affected = self
+            .engine
+            .inspect(|ix| -> Result<Vec<RoleName>, ServiceError> {
+                if !ix.role_exists(name.as_str()) {
+                    return Err(ServiceError::NotFound("role"));
+                }
+                if let Some(parents) = &parent_names {
+                    if ix.would_cycle(name.as_str(), parents)? {
+                        return Err(ServiceError::Invalid(format!(
+                            "role {name} would inherit from itself"
+                        )));
+                    }
+                }
+                Ok(role_names(ix.roles_including(name.as_str())))
+            })?;
+        let outcome = self
+            .store
+            .update_role(name, description, parents, &affected)
+            .await?;
+        if let Some(parents) = &parent_names {
+            let holders = self.engine.inspect(|ix| ix.holders(name.as_str()));
+            self.engine.apply(outcome.revision, |ix| {
+                ix.set_parents(name.as_str(), parents)?;
+                for user in holders.iter().chain(&ix.holders(name.as_str())) {
+                    ix.touch_user(*user, outcome.revision.0);
+                }
+                Ok::<_, ServiceError>(())
+            })?;
+        } else {
+            self.engine.apply(outcome.revision, |_| ());
+        }
+        tracing::info!(role = %name, revision = %outcome.revision, "role updated");
+        Ok(outcome.revision)
+    }
+
+    pub async fn delete_role(&self, name: &RoleName) -> Result<Revision, ServiceError> {
+        let _writer = self.writer.lock().await;
+        let (affected, holders) = self.engine.inspect(|ix| {
+            (
+                role_names(ix.roles_including(name.as_str())),
+                ix.holders(name.as_str()),
+            )
+        });
+        let revision = self.store.delete_role(name, &affected).await?;
+        self.engine.apply(revision, |ix| {
+            ix.remove_role(name.as_str());
+            touch_all(ix, &holders, revision);
+        });
+        tracing::info!(role = %name, %revision, "role deleted");
+        Ok(revision)
+    }
+
+    pub async fn set_role_permission(
+        &self,
+        role: &RoleName,
+        permission: &RolePermission,
+    ) -> Result<ChangeOutcome, ServiceError> {
+        let _writer = self.writer.lock().await;
+        let (affected, holders) = self.affected_by(role)?;
+        let outcome = self
+            .store
+            .set_role_permission(role, permission, &affected)
+            .await?;
+        if outcome.changed {
+            self.engine.apply(outcome.revision, |ix| {
+                touch_all(ix, &holders, outcome.revision);
+                ix.set_role_permission(
+                    role.as_str(),
+                    permission.module.as_str(),
+                    permission.action.as_str(),
+                    pin(permission),
+                    permission.effect,
+                )
+            })?;
+        }
+        Ok(outcome)
+    }
+
+    pub async fn remove_role_permission(
+        &self,
+        role: &RoleName,
+        permission: &RolePermission,
+    ) -> Result<ChangeOutcome, ServiceError> {
+        let _writer = self.writer.lock().await;
+        let (affected, holders) = self.affected_by(role)?;
+        let outcome = self
+            .store
+            .remove_role_permission(role, permission, &affected)
+            .await?;
+        if outcome.changed {
+            self.engine.apply(outcome.revision, |ix| {
+                touch_all(ix, &holders, outcome.revision);
+                ix.remove_role_permission(
+                    role.as_str(),
+                    permission.module.as_str(),
+                    permission.action.as_str(),
+                    pin(permission),
+                );
+            });
+        }
+        Ok(outcome)
+    }
+
+    fn known_roles(&self, roles: &[RoleName]) -> Result<(), ServiceError> {
+        self.engine.inspect(
+            |ix| match roles.iter().find(|r| !ix.role_exists(r.as_str())) {
+                Some(unknown) => Err(ServiceError::Invalid(format!(
+                    "no role named {unknown} to inherit from"
+                ))),
+                None => Ok(()),
+            },
+        )
+    }
+
+    fn affected_by(&self, role: &RoleName) -> Result<(Vec<RoleName>, Vec<UserId>), ServiceError> {
+        self.engine.inspect(|ix| {
+            if !ix.role_exists(role.as_str()) {
+                return Err(ServiceError::NotFound("role"));
+            }
+            Ok((
+                role_names(ix.roles_including(role.as_str())),
+                ix.holders(role.as_str()),
+            ))
+        })
+    }
+
+    pub async fn assign_role(
+        &self,
+        sub: &AuthentikSub,
+        assignment: &RoleAssignment,
+    ) -> Result<ChangeOutcome, ServiceError> {
+        let _writer = self.writer.lock().await;
+        let (user, outcome) = self.store.assign_role(sub, assignment).await?;
+        if outcome.changed {
+            self.engine.apply(outcome.revision, |ix| {
+                ix.touch_user(user, outcome.revision.0);
+                ix.assign(
+                    user,
+                    assignment.role.as_str(),
+                    &assignment.scope.scope_type,
+                    assignment.scope.scope_id.as_str(),
+                )
+            })?;
+        }
+        Ok(outcome)
+    }
+
+    pub async fn unassign_role(
+        &self,
+        sub: &AuthentikSub,
+        assignment: &RoleAssignment,
+    ) -> Result<ChangeOutcome, ServiceError> {
+        let _writer = self.writer.lock().await;
+        let (user, outcome) = self.store.unassign_role(sub, assignment).await?;
+        if outcome.changed {
+            self.engine.apply(outcome.revision, |ix| {
+                ix.touch_user(user, outcome.revision.0);
+                ix.unassign(
+                    user,
+                    assignment.role.as_str(),
+                    &assignment.scope.scope_type,
+                    assignment.scope.scope_id.as_str(),
+                );
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// The subjects whose effective permissions changed after `since`.
+    pub async fn changes_since(&self, since: Revision) -> Result<Changes, ServiceError> {
+        Ok(match self.store.changes_since(since).await? {
+            ChangesSince::Gone { oldest } => Changes::Gone { oldest },
+            ChangesSince::Changed { users, revision } => Changes::Changed {
+                subjects: self.engine.subs_of(&users),
+                revision,
+            },
+        })
+    }
+
+    /// Keeps the change log bounded; runs every thousand revisions.
+    async fn maybe_prune(&self, revision: Revision) {
+        if revision.0 % 1000 == 0 && revision.0 > CHANGE_LOG_KEEP {
+            if let Err(e) = self
+                .store
+                .prune_change_log(Revision(revision.0 - CHANGE_LOG_KEEP))
+                .await
+            {
+                tracing::warn!(error = %e, "could not prune the change log");
+            }
+        }
+    }
+}
+
+fn touch_all(ix: &mut Index, users: &[UserId], revision: Revision) {
+    for user in users {
+        ix.touch_user(*user, revision.0);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    Changed {
+        subjects: Vec<Arc<str>>,
+        revision: Revision,
+    },
+    Gone {
+        oldest: Revision,
+    },
 }

@@ -1,6 +1,7 @@
 //! What memberd does, apart from how it is asked (HTTP, CLI) and where it
 //! keeps things (store). Handlers and commands call these; these call the store.
 
+pub mod access;
 pub mod clients;
 pub mod directory;
 
@@ -10,6 +11,8 @@ use crate::store::StoreError;
 pub enum ServiceError {
     #[error("no such {0}")]
     NotFound(&'static str),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -22,6 +25,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => ServiceError::NotFound(what),
+            StoreError::AlreadyExists(what) => ServiceError::Conflict(what),
             other => ServiceError::Store(other),
         }
     }

@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::model::{
-    Action, ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Email, Grant, Module,
-    Origin, ParseError, PathPattern, Permission, Revision, ScopeId, ScopeType, User, UserId,
+    Action, ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Effect, Email, Grant,
+    Module, Origin, ParseError, PathPattern, Permission, Revision, Role, RoleAssignment, RoleName,
+    RolePermission, Scope, ScopeId, ScopeType, User, UserId,
 };
 
 fn corrupt(what: &str) -> impl FnOnce(ParseError) -> StoreError + '_ {
@@ -67,26 +68,6 @@ fn permission(
 }
 
 #[derive(Debug, sqlx::FromRow)]
-pub(super) struct SnapshotRow {
-    #[sqlx(flatten)]
-    pub user: UserRow,
-    scope_type: Option<String>,
-    scope_id: Option<String>,
-    module: Option<String>,
-    action: Option<String>,
-}
-
-impl SnapshotRow {
-    /// The row's grant; `None` for the one row of a user without grants.
-    pub fn permission(self) -> Option<Result<Permission, StoreError>> {
-        match (self.scope_type, self.scope_id, self.module, self.action) {
-            (Some(t), Some(i), Some(m), Some(a)) => Some(permission(t, i, m, a)),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, sqlx::FromRow)]
 pub(super) struct GrantRow {
     id: Uuid,
     user_id: Uuid,
@@ -94,7 +75,16 @@ pub(super) struct GrantRow {
     scope_id: String,
     module: String,
     action: String,
+    effect: String,
     created_at: OffsetDateTime,
+}
+
+fn effect(column: &str, value: &str) -> Result<Effect, StoreError> {
+    Effect::parse(value).ok_or_else(|| StoreError::Corrupt(format!("{column}: {value:?}")))
+}
+
+fn role_name(column: &str, value: String) -> Result<RoleName, StoreError> {
+    RoleName::parse(value).map_err(corrupt(column))
 }
 
 impl TryFrom<GrantRow> for Grant {
@@ -104,6 +94,7 @@ impl TryFrom<GrantRow> for Grant {
             id: row.id,
             user_id: UserId(row.user_id),
             permission: permission(row.scope_type, row.scope_id, row.module, row.action)?,
+            effect: effect("permissions.effect", &row.effect)?,
             created_at: row.created_at,
         })
     }
@@ -190,5 +181,111 @@ impl TryFrom<ClientRow> for ApiClient {
             created_at: row.created_at,
             last_used_at: row.last_used_at,
         })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct NameRow {
+    name: String,
+}
+
+impl NameRow {
+    pub fn role_name(self) -> Result<RoleName, StoreError> {
+        role_name("roles.name", self.name)
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RoleRow {
+    name: String,
+    description: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl TryFrom<RoleRow> for Role {
+    type Error = StoreError;
+    fn try_from(row: RoleRow) -> Result<Self, StoreError> {
+        Ok(Role {
+            name: role_name("roles.name", row.name)?,
+            description: row.description,
+            parents: Vec::new(),
+            permissions: Vec::new(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ParentRow {
+    role: String,
+    parent: String,
+}
+
+impl ParentRow {
+    pub fn names(self) -> Result<(RoleName, RoleName), StoreError> {
+        Ok((
+            role_name("role_parents.role", self.role)?,
+            role_name("role_parents.parent", self.parent)?,
+        ))
+    }
+}
+
+fn scope(column: &str, scope_type: String, scope_id: String) -> Result<Scope, StoreError> {
+    let scope_id = ScopeId::parse(scope_id).map_err(corrupt(column))?;
+    Scope::parse(scope_type, scope_id).map_err(corrupt(column))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RolePermissionRow {
+    role: String,
+    module: String,
+    action: String,
+    scope_type: String,
+    scope_id: String,
+    effect: String,
+}
+
+impl RolePermissionRow {
+    pub fn parse(self) -> Result<(RoleName, RolePermission), StoreError> {
+        let pinned = !self.scope_type.is_empty();
+        Ok((
+            role_name("role_permissions.role", self.role)?,
+            RolePermission {
+                module: Module::parse(self.module).map_err(corrupt("role_permissions.module"))?,
+                action: Action::parse(self.action).map_err(corrupt("role_permissions.action"))?,
+                effect: effect("role_permissions.effect", &self.effect)?,
+                scope: if pinned {
+                    Some(scope(
+                        "role_permissions.scope",
+                        self.scope_type,
+                        self.scope_id,
+                    )?)
+                } else {
+                    None
+                },
+            },
+        ))
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct AssignmentRow {
+    user_id: Uuid,
+    role: String,
+    scope_type: String,
+    scope_id: String,
+}
+
+impl AssignmentRow {
+    pub fn parse(self) -> Result<(UserId, RoleAssignment), StoreError> {
+        Ok((
+            UserId(self.user_id),
+            RoleAssignment {
+                role: role_name("role_assignments.role", self.role)?,
+                scope: scope("role_assignments.scope", self.scope_type, self.scope_id)?,
+            },
+        ))
     }
 }

@@ -1,0 +1,220 @@
+//! Decisions: "may this user do this?", one at a time, in batches, and explained.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{DecisionCaller, JsonBody, QueryParams};
+use crate::authz::index::{Explanation, Request};
+use crate::model::{Action, AuthentikSub, Module, Revision, ScopeId, ScopeType, UserId};
+use crate::service::access::Subject;
+
+/// How long a request with `min_revision` waits for the index to catch up.
+const MIN_REVISION_WAIT: Duration = Duration::from_secs(2);
+pub const MAX_BATCH: usize = 1000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/check", post(check))
+        .route("/v1/check/batch", post(check_batch))
+        .route("/v1/explain", get(explain))
+}
+
+/// `"subject": "an authentik_sub"` or `"subject": {"user_id": "…"}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum SubjectBody {
+    Sub(AuthentikSub),
+    Id { user_id: Uuid },
+}
+
+impl From<SubjectBody> for Subject {
+    fn from(s: SubjectBody) -> Self {
+        match s {
+            SubjectBody::Sub(sub) => Subject::Sub(sub),
+            SubjectBody::Id { user_id } => Subject::Id(UserId(user_id)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBody {
+    subject: SubjectBody,
+    scope_type: ScopeType,
+    scope_id: ScopeId,
+    module: Module,
+    action: Action,
+    #[serde(default)]
+    min_revision: Option<i64>,
+}
+
+/// The request's parts, once parsed, in the engine's terms.
+struct Check {
+    subject: Subject,
+    scope_type: ScopeType,
+    scope_id: ScopeId,
+    module: Module,
+    action: Action,
+}
+
+impl Check {
+    fn request(&self) -> Request<'_> {
+        Request {
+            scope_type: self.scope_type.as_str(),
+            scope_id: self.scope_id.as_str(),
+            module: self.module.as_str(),
+            action: self.action.as_str(),
+        }
+    }
+}
+
+impl From<CheckBody> for Check {
+    fn from(b: CheckBody) -> Self {
+        Check {
+            subject: b.subject.into(),
+            scope_type: b.scope_type,
+            scope_id: b.scope_id,
+            module: b.module,
+            action: b.action,
+        }
+    }
+}
+
+/// Waits for the index to reach `min_revision`; a stale answer is worse than none.
+pub async fn await_revision(state: &AppState, min_revision: Option<i64>) -> Result<(), ApiError> {
+    let Some(min) = min_revision else {
+        return Ok(());
+    };
+    if state
+        .engine
+        .wait_for(Revision(min), MIN_REVISION_WAIT)
+        .await
+    {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "revision_not_reached",
+        format!(
+            "this instance is at revision {}, not yet at {min}; retry",
+            state.engine.revision()
+        ),
+    ))
+}
+
+#[derive(Serialize)]
+struct CheckResponse {
+    allowed: bool,
+    revision: Revision,
+}
+
+async fn check(
+    _: DecisionCaller,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CheckBody>,
+) -> Result<Json<CheckResponse>, ApiError> {
+    await_revision(&state, body.min_revision).await?;
+    let check = Check::from(body);
+    // The revision first: the answer is at least as new as the revision it reports.
+    let revision = state.engine.revision();
+    let allowed = state.engine.check(&check.subject, &check.request());
+    Ok(Json(CheckResponse { allowed, revision }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    checks: Vec<CheckBody>,
+    #[serde(default)]
+    min_revision: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct BatchResponse {
+    results: Vec<bool>,
+    revision: Revision,
+}
+
+async fn check_batch(
+    _: DecisionCaller,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    if body.checks.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field(
+            "checks",
+            format!("at most {MAX_BATCH} checks in one batch"),
+        ));
+    }
+    let min = body
+        .checks
+        .iter()
+        .filter_map(|c| c.min_revision)
+        .chain(body.min_revision)
+        .max();
+    await_revision(&state, min).await?;
+    let checks: Vec<Check> = body.checks.into_iter().map(Check::from).collect();
+    let revision = state.engine.revision();
+    let results = state
+        .engine
+        .check_many(checks.iter().map(|c| (&c.subject, c.request())));
+    Ok(Json(BatchResponse { results, revision }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    #[serde(default)]
+    subject: Option<AuthentikSub>,
+    #[serde(default)]
+    user_id: Option<Uuid>,
+    scope_type: ScopeType,
+    scope_id: ScopeId,
+    module: Module,
+    action: Action,
+}
+
+#[derive(Serialize)]
+struct ExplainResponse {
+    #[serde(flatten)]
+    explanation: Explanation,
+    revision: Revision,
+}
+
+async fn explain(
+    _: DecisionCaller,
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ExplainQuery>,
+) -> Result<Json<ExplainResponse>, ApiError> {
+    let subject = match (query.subject, query.user_id) {
+        (Some(sub), None) => Subject::Sub(sub),
+        (None, Some(id)) => Subject::Id(UserId(id)),
+        _ => {
+            return Err(ApiError::invalid_field(
+                "subject",
+                "give subject (an authentik_sub) or user_id",
+            ));
+        }
+    };
+    let check = Check {
+        subject,
+        scope_type: query.scope_type,
+        scope_id: query.scope_id,
+        module: query.module,
+        action: query.action,
+    };
+    let revision = state.engine.revision();
+    let explanation = state.engine.explain(&check.subject, &check.request())?;
+    Ok(Json(ExplainResponse {
+        explanation,
+        revision,
+    }))
+}

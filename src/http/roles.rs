@@ -1,0 +1,291 @@
+//! Roles and role assignments, for authenticated API clients.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{AdminCaller, JsonBody, path_param};
+use crate::model::{
+    Action, AuthentikSub, Effect, Module, RoleAssignment, RoleName, RolePermission, Scope, ScopeId,
+};
+use crate::service::access::Subject;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/roles", get(list).post(create))
+        .route(
+            "/admin/roles/{name}",
+            get(show).patch(update).delete(delete),
+        )
+        .route(
+            "/admin/roles/{name}/permissions",
+            axum::routing::post(add_permission).delete(remove_permission),
+        )
+        .route(
+            "/admin/users/{authentik_sub}/roles",
+            get(user_roles).post(assign).delete(unassign),
+        )
+}
+
+fn role_name(raw: String) -> Result<RoleName, ApiError> {
+    path_param("name", raw, RoleName::parse)
+}
+
+/// 201 when something was created, 200 when it was there already.
+fn created_or_ok(changed: bool) -> StatusCode {
+    if changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "roles": state.directory.roles().await? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRole {
+    name: RoleName,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    inherits: Vec<RoleName>,
+}
+
+fn check_description(description: &str) -> Result<(), ApiError> {
+    if description.chars().count() > 1000
+        || description.chars().any(|c| c.is_control() && c != '\n')
+    {
+        return Err(ApiError::invalid_field(
+            "description",
+            "at most 1000 characters, no control characters",
+        ));
+    }
+    Ok(())
+}
+
+async fn create(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateRole>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_description(&body.description)?;
+    let revision = state
+        .directory
+        .create_role(&body.name, &body.description, &body.inherits)
+        .await?;
+    let role = state.directory.role(&body.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "role": role, "revision": revision })),
+    ))
+}
+
+async fn show(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = role_name(name)?;
+    let role = state.directory.role(&name).await?;
+    Ok(Json(
+        json!({ "role": role, "holders": state.directory.holders(&name) }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRole {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    inherits: Option<Vec<RoleName>>,
+}
+
+async fn update(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<UpdateRole>,
+) -> Result<Json<Value>, ApiError> {
+    let name = role_name(name)?;
+    if let Some(description) = &body.description {
+        check_description(description)?;
+    }
+    let revision = state
+        .directory
+        .update_role(&name, body.description.as_deref(), body.inherits.as_deref())
+        .await?;
+    let role = state.directory.role(&name).await?;
+    Ok(Json(json!({ "role": role, "revision": revision })))
+}
+
+async fn delete(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = role_name(name)?;
+    let revision = state.directory.delete_role(&name).await?;
+    Ok(Json(json!({ "deleted": true, "revision": revision })))
+}
+
+/// A role permission; `scope_type` and `scope_id` pin it to one scope, and come together.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermissionBody {
+    module: Module,
+    action: Action,
+    #[serde(default)]
+    effect: Option<Effect>,
+    #[serde(default)]
+    scope_type: Option<String>,
+    #[serde(default)]
+    scope_id: Option<ScopeId>,
+}
+
+impl PermissionBody {
+    fn parse(self) -> Result<RolePermission, ApiError> {
+        let scope = match (self.scope_type, self.scope_id) {
+            (None, None) => None,
+            (Some(t), Some(i)) => Some(
+                Scope::parse(t, i)
+                    .map_err(|e| ApiError::invalid_field("scope_type", e.to_string()))?,
+            ),
+            _ => {
+                return Err(ApiError::invalid_field(
+                    "scope_type",
+                    "scope_type and scope_id come together",
+                ));
+            }
+        };
+        Ok(RolePermission {
+            module: self.module,
+            action: self.action,
+            effect: self.effect.unwrap_or_default(),
+            scope,
+        })
+    }
+}
+
+async fn add_permission(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PermissionBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = role_name(name)?;
+    let permission = body.parse()?;
+    let outcome = state
+        .directory
+        .set_role_permission(&name, &permission)
+        .await?;
+    Ok((
+        created_or_ok(outcome.changed),
+        Json(json!({ "changed": outcome.changed, "revision": outcome.revision })),
+    ))
+}
+
+async fn remove_permission(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PermissionBody>,
+) -> Result<Json<Value>, ApiError> {
+    let name = role_name(name)?;
+    if body.effect.is_some() {
+        return Err(ApiError::invalid_field(
+            "effect",
+            "removing takes the permission whatever its effect",
+        ));
+    }
+    let permission = body.parse()?;
+    let outcome = state
+        .directory
+        .remove_role_permission(&name, &permission)
+        .await?;
+    Ok(Json(
+        json!({ "removed": outcome.changed, "revision": outcome.revision }),
+    ))
+}
+
+/// A role in a scope; both scope fields left out mean everywhere (`*`, `*`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignmentBody {
+    role: RoleName,
+    #[serde(default)]
+    scope_type: Option<String>,
+    #[serde(default)]
+    scope_id: Option<ScopeId>,
+}
+
+impl AssignmentBody {
+    fn parse(self) -> Result<RoleAssignment, ApiError> {
+        let scope = match (self.scope_type, self.scope_id) {
+            (None, None) => Scope::everywhere(),
+            (Some(t), Some(i)) => Scope::parse(t, i)
+                .map_err(|e| ApiError::invalid_field("scope_type", e.to_string()))?,
+            _ => {
+                return Err(ApiError::invalid_field(
+                    "scope_type",
+                    "scope_type and scope_id come together",
+                ));
+            }
+        };
+        Ok(RoleAssignment {
+            role: self.role,
+            scope,
+        })
+    }
+}
+
+fn subject(raw: String) -> Result<AuthentikSub, ApiError> {
+    path_param("authentik_sub", raw, AuthentikSub::parse)
+}
+
+async fn user_roles(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(sub): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let sub = subject(sub)?;
+    let snapshot = state.engine.snapshot(&Subject::Sub(sub.clone()))?;
+    Ok(Json(
+        json!({ "authentik_sub": sub, "roles": snapshot.roles, "revision": snapshot.revision }),
+    ))
+}
+
+async fn assign(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(sub): Path<String>,
+    JsonBody(body): JsonBody<AssignmentBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let sub = subject(sub)?;
+    let outcome = state.directory.assign_role(&sub, &body.parse()?).await?;
+    Ok((
+        created_or_ok(outcome.changed),
+        Json(json!({ "changed": outcome.changed, "revision": outcome.revision })),
+    ))
+}
+
+async fn unassign(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(sub): Path<String>,
+    JsonBody(body): JsonBody<AssignmentBody>,
+) -> Result<Json<Value>, ApiError> {
+    let sub = subject(sub)?;
+    let outcome = state.directory.unassign_role(&sub, &body.parse()?).await?;
+    Ok(Json(
+        json!({ "removed": outcome.changed, "revision": outcome.revision }),
+    ))
+}

@@ -1,0 +1,365 @@
+//! Roles: their hierarchy, permissions, and assignments to users.
+//!
+//! Callers pass the roles whose holders a change affects (the changed role
+//! and every role inheriting it, which the engine knows); their holders are
+//! stamped and logged in the change's transaction.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::rows::{ParentRow, RolePermissionRow, RoleRow};
+use super::users::begin_user_change;
+use super::{
+    AnyPool, Begin, ChangeOutcome, Result, Store, StoreError, begin_change, finish_change,
+    log_role_holders, log_users, now, on_pool,
+};
+use crate::model::{
+    AuthentikSub, Revision, Role, RoleAssignment, RoleName, RolePermission, Scope, UserId,
+};
+
+/// The role's id, or `NotFound` from the enclosing function (rolling back).
+macro_rules! role_id {
+    ($tx:ident, $name:expr) => {{
+        let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM roles WHERE name = $1")
+            .bind($name.as_str())
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match id {
+            Some(id) => id,
+            None => return Err(StoreError::NotFound("role")),
+        }
+    }};
+}
+
+/// Replaces the role's parents; an unknown parent is `NotFound`.
+macro_rules! set_parents {
+    ($tx:ident, $role_id:expr, $parents:expr) => {
+        sqlx::query("DELETE FROM role_parents WHERE role_id = $1").bind($role_id).execute(&mut *$tx).await?;
+        for parent in $parents {
+            let parent_id = role_id!($tx, parent);
+            sqlx::query("INSERT INTO role_parents (role_id, parent_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind($role_id)
+                .bind(parent_id)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
+/// A pin as stored: empty strings for a permission that is not pinned.
+fn pin_columns(scope: Option<&Scope>) -> (&str, &str) {
+    scope.map_or(("", ""), |s| (s.scope_type.as_str(), s.scope_id.as_str()))
+}
+
+impl Store {
+    pub async fn create_role(
+        &self,
+        name: &RoleName,
+        description: &str,
+        parents: &[RoleName],
+    ) -> Result<Revision> {
+        let at = now();
+        let revision = on_pool!(self, |pool| {
+            let (mut tx, revision) = begin_change!(pool);
+            let id = Uuid::new_v4();
+            let inserted = sqlx::query(
+                "INSERT INTO roles (id, name, description, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(id)
+            .bind(name.as_str())
+            .bind(description)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists("role"));
+            }
+            set_parents!(tx, id, parents);
+            finish_change!(tx, revision, true)
+        });
+        Ok(Revision(revision))
+    }
+
+    /// Changes what is given; `affected` are the roles whose holders see the change.
+    pub async fn update_role(
+        &self,
+        name: &RoleName,
+        description: Option<&str>,
+        parents: Option<&[RoleName]>,
+        affected: &[RoleName],
+    ) -> Result<ChangeOutcome> {
+        let at = now();
+        let revision = on_pool!(self, |pool| {
+            let (mut tx, revision) = begin_change!(pool);
+            let id = role_id!(tx, name);
+            if let Some(description) = description {
+                sqlx::query("UPDATE roles SET description = $1 WHERE id = $2")
+                    .bind(description)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(parents) = parents {
+                set_parents!(tx, id, parents);
+                log_role_holders!(tx, revision, affected);
+            }
+            sqlx::query("UPDATE roles SET updated_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            finish_change!(tx, revision, true)
+        });
+        Ok(ChangeOutcome {
+            changed: true,
+            revision: Revision(revision),
+        })
+    }
+
+    /// Deletes the role with its permissions, its place in the hierarchy and
+    /// its assignments; its holders (and those of roles inheriting it) are logged first.
+    pub async fn delete_role(&self, name: &RoleName, affected: &[RoleName]) -> Result<Revision> {
+        let revision = on_pool!(self, |pool| {
+            let (mut tx, revision) = begin_change!(pool);
+            let id = role_id!(tx, name);
+            log_role_holders!(tx, revision, affected);
+            sqlx::query("DELETE FROM roles WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            finish_change!(tx, revision, true)
+        });
+        Ok(Revision(revision))
+    }
+
+    /// Adds the permission to the role, or changes its effect.
+    pub async fn set_role_permission(
+        &self,
+        role: &RoleName,
+        permission: &RolePermission,
+        affected: &[RoleName],
+    ) -> Result<ChangeOutcome> {
+        let (pin_type, pin_id) = pin_columns(permission.scope.as_ref());
+        let at = now();
+        let outcome = on_pool!(self, |pool| {
+            let (mut tx, revision) = begin_change!(pool);
+            let role_id = role_id!(tx, role);
+            let existing: Option<(Uuid, String)> = sqlx::query_as(
+                "SELECT id, effect FROM role_permissions \
+                 WHERE role_id = $1 AND module = $2 AND action = $3 AND scope_type = $4 AND scope_id = $5",
+            )
+            .bind(role_id)
+            .bind(permission.module.as_str())
+            .bind(permission.action.as_str())
+            .bind(pin_type)
+            .bind(pin_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let changed = match existing {
+                Some((_, effect)) if effect == permission.effect.as_str() => false,
+                Some((id, _)) => {
+                    sqlx::query("UPDATE role_permissions SET effect = $1 WHERE id = $2")
+                        .bind(permission.effect.as_str())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    true
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO role_permissions (id, role_id, module, action, scope_type, scope_id, effect, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(Uuid::new_v4())
+                    .bind(role_id)
+                    .bind(permission.module.as_str())
+                    .bind(permission.action.as_str())
+                    .bind(pin_type)
+                    .bind(pin_id)
+                    .bind(permission.effect.as_str())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    true
+                }
+            };
+            if changed {
+                log_role_holders!(tx, revision, affected);
+            }
+            ChangeOutcome {
+                changed,
+                revision: Revision(finish_change!(tx, revision, changed)),
+            }
+        });
+        Ok(outcome)
+    }
+
+    /// Removes the permission (whatever its effect) from the role.
+    pub async fn remove_role_permission(
+        &self,
+        role: &RoleName,
+        permission: &RolePermission,
+        affected: &[RoleName],
+    ) -> Result<ChangeOutcome> {
+        let (pin_type, pin_id) = pin_columns(permission.scope.as_ref());
+        let outcome = on_pool!(self, |pool| {
+            let (mut tx, revision) = begin_change!(pool);
+            let role_id = role_id!(tx, role);
+            let deleted = sqlx::query(
+                "DELETE FROM role_permissions \
+                 WHERE role_id = $1 AND module = $2 AND action = $3 AND scope_type = $4 AND scope_id = $5",
+            )
+            .bind(role_id)
+            .bind(permission.module.as_str())
+            .bind(permission.action.as_str())
+            .bind(pin_type)
+            .bind(pin_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if deleted {
+                log_role_holders!(tx, revision, affected);
+            }
+            ChangeOutcome {
+                changed: deleted,
+                revision: Revision(finish_change!(tx, revision, deleted)),
+            }
+        });
+        Ok(outcome)
+    }
+
+    pub async fn assign_role(
+        &self,
+        sub: &AuthentikSub,
+        assignment: &RoleAssignment,
+    ) -> Result<(UserId, ChangeOutcome)> {
+        let at = now();
+        let outcome = on_pool!(self, |pool| {
+            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
+            let role_id = role_id!(tx, assignment.role);
+            let inserted = sqlx::query(
+                "INSERT INTO role_assignments (id, user_id, role_id, scope_type, scope_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, role_id, scope_type, scope_id) DO NOTHING",
+            )
+            .bind(Uuid::new_v4())
+            .bind(user_id.0)
+            .bind(role_id)
+            .bind(assignment.scope.scope_type.as_str())
+            .bind(assignment.scope.scope_id.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if inserted {
+                log_users!(tx, revision, [user_id]);
+            }
+            (
+                user_id,
+                ChangeOutcome {
+                    changed: inserted,
+                    revision: Revision(finish_change!(tx, revision, inserted)),
+                },
+            )
+        });
+        Ok(outcome)
+    }
+
+    pub async fn unassign_role(
+        &self,
+        sub: &AuthentikSub,
+        assignment: &RoleAssignment,
+    ) -> Result<(UserId, ChangeOutcome)> {
+        let outcome = on_pool!(self, |pool| {
+            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
+            let role_id = role_id!(tx, assignment.role);
+            let deleted = sqlx::query(
+                "DELETE FROM role_assignments WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4",
+            )
+            .bind(user_id.0)
+            .bind(role_id)
+            .bind(assignment.scope.scope_type.as_str())
+            .bind(assignment.scope.scope_id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if deleted {
+                log_users!(tx, revision, [user_id]);
+            }
+            (
+                user_id,
+                ChangeOutcome {
+                    changed: deleted,
+                    revision: Revision(finish_change!(tx, revision, deleted)),
+                },
+            )
+        });
+        Ok(outcome)
+    }
+
+    /// Every role with its parents and permissions, by name.
+    pub async fn roles(&self) -> Result<Vec<Role>> {
+        self.read_roles(None).await
+    }
+
+    pub async fn role(&self, name: &RoleName) -> Result<Option<Role>> {
+        Ok(self.read_roles(Some(name)).await?.pop())
+    }
+
+    async fn read_roles(&self, only: Option<&RoleName>) -> Result<Vec<Role>> {
+        // `$1 IS NULL OR name = $1` with a typed NULL: one statement for one role or all.
+        const ROLES: &str = "SELECT name, description, created_at, updated_at FROM roles \
+                             WHERE CAST($1 AS TEXT) IS NULL OR name = $1";
+        const PARENTS: &str = "SELECT r.name AS role, p.name AS parent FROM role_parents rp \
+                               JOIN roles r ON r.id = rp.role_id JOIN roles p ON p.id = rp.parent_id \
+                               WHERE CAST($1 AS TEXT) IS NULL OR r.name = $1";
+        const PERMISSIONS: &str = "SELECT r.name AS role, rp.module, rp.action, rp.scope_type, rp.scope_id, rp.effect \
+                                   FROM role_permissions rp JOIN roles r ON r.id = rp.role_id \
+                                   WHERE CAST($1 AS TEXT) IS NULL OR r.name = $1";
+        let only = only.map(RoleName::as_str);
+        let (roles, parents, permissions) = on_pool!(self, |pool| {
+            let mut tx = pool.begin_read().await?;
+            let roles: Vec<RoleRow> = sqlx::query_as(ROLES).bind(only).fetch_all(&mut *tx).await?;
+            let parents: Vec<ParentRow> = sqlx::query_as(PARENTS)
+                .bind(only)
+                .fetch_all(&mut *tx)
+                .await?;
+            let permissions: Vec<RolePermissionRow> = sqlx::query_as(PERMISSIONS)
+                .bind(only)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            (roles, parents, permissions)
+        });
+        let mut by_name: BTreeMap<RoleName, Role> = BTreeMap::new();
+        for row in roles {
+            let role = Role::try_from(row)?;
+            by_name.insert(role.name.clone(), role);
+        }
+        for row in parents {
+            let (role, parent) = row.names()?;
+            if let Some(role) = by_name.get_mut(&role) {
+                role.parents.push(parent);
+            }
+        }
+        for row in permissions {
+            let (role, permission) = row.parse()?;
+            if let Some(role) = by_name.get_mut(&role) {
+                role.permissions.push(permission);
+            }
+        }
+        Ok(by_name
+            .into_values()
+            .map(|mut role| {
+                role.parents.sort();
+                role.permissions.sort();
+                role
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,366 @@
+//! Users, their direct grants, the change log, and loading the whole policy.
+
+use futures_util::TryStreamExt;
+use uuid::Uuid;
+
+use super::rows::{AssignmentRow, GrantRow, NameRow, ParentRow, RolePermissionRow, UserRow};
+use super::{
+    AnyPool, Begin, ChangeOutcome, GrantOutcome, PolicyRow, Result, RevokeOutcome, Store,
+    StoreError, UpsertOutcome, begin_change, finish_change, log_users, now, on_pool,
+};
+use crate::model::{AuthentikSub, Effect, Grant, Permission, Revision, User, UserId, UserUpsert};
+
+macro_rules! user_columns {
+    () => {
+        "id, authentik_sub, email, display_name, is_active, revision, created_at, updated_at"
+    };
+}
+
+const FIND_GRANT: &str = "SELECT id, user_id, scope_type, scope_id, module, action, effect, created_at \
+     FROM permissions WHERE user_id = $1 AND scope_type = $2 AND scope_id = $3 AND module = $4 AND action = $5";
+
+/// Opens the transaction of a change to one user: bumps the revision and finds
+/// the user. An unknown user returns `NotFound` from the enclosing function,
+/// which rolls the transaction back. Evaluates to `(tx, revision, user_id)`.
+macro_rules! begin_user_change {
+    ($pool:expr, $sub:expr) => {{
+        let (mut tx, revision) = begin_change!($pool);
+        let user_id: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM users WHERE authentik_sub = $1")
+                .bind($sub.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(user_id) = user_id else {
+            return Err(StoreError::NotFound("user"));
+        };
+        (tx, revision, UserId(user_id))
+    }};
+}
+pub(super) use begin_user_change;
+
+/// Binds a permission's four columns, in order, to the next four placeholders.
+macro_rules! bind_permission {
+    ($query:expr, $permission:expr) => {
+        $query
+            .bind($permission.scope_type.as_str())
+            .bind($permission.scope_id.as_str())
+            .bind($permission.module.as_str())
+            .bind($permission.action.as_str())
+    };
+}
+
+/// What `/internal/changes` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangesSince {
+    /// The users whose effective permissions changed after the revision asked for.
+    Changed {
+        users: Vec<UserId>,
+        revision: Revision,
+    },
+    /// The log no longer reaches back that far: everything must be refetched.
+    Gone { oldest: Revision },
+}
+
+impl Store {
+    pub async fn user_by_sub(&self, sub: &AuthentikSub) -> Result<Option<User>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE authentik_sub = $1"
+        );
+        let row: Option<UserRow> = on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(sub.as_str())
+            .fetch_optional(pool)
+            .await?);
+        row.map(User::try_from).transpose()
+    }
+
+    /// Creates the user or updates the fields given. Safe under concurrent
+    /// calls for one subject: the unique subject and `ON CONFLICT` make the
+    /// second caller update the row the first one created.
+    pub async fn upsert_user(&self, upsert: &UserUpsert) -> Result<UpsertOutcome> {
+        // Other systems upsert on every sign-in; most calls change nothing and
+        // should not take the write lock nor move the revision.
+        if let Some(user) = self.user_by_sub(&upsert.authentik_sub).await? {
+            if upsert.is_noop_for(&user) {
+                return Ok(UpsertOutcome {
+                    user,
+                    changed: false,
+                });
+            }
+        }
+        const SELECT: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE authentik_sub = $1"
+        );
+        const UPSERT: &str = concat!(
+            "INSERT INTO users (id, authentik_sub, email, display_name, is_active, revision, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, COALESCE($5, TRUE), $6, $7, $7) \
+             ON CONFLICT (authentik_sub) DO UPDATE SET \
+                 email = COALESCE($3, users.email), \
+                 display_name = COALESCE($4, users.display_name), \
+                 is_active = COALESCE($5, users.is_active), \
+                 revision = $6, updated_at = $7 \
+             RETURNING ",
+            user_columns!()
+        );
+        let at = now();
+        let outcome = on_pool!(self, |pool| {
+            let (mut tx, revision) = begin_change!(pool);
+            // A concurrent caller may have written the same values meanwhile.
+            let existing: Option<UserRow> = sqlx::query_as(SELECT)
+                .bind(upsert.authentik_sub.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let existing = existing.map(User::try_from).transpose()?;
+            match existing {
+                Some(user) if upsert.is_noop_for(&user) => {
+                    tx.rollback().await?;
+                    UpsertOutcome {
+                        user,
+                        changed: false,
+                    }
+                }
+                _ => {
+                    let row: UserRow = sqlx::query_as(UPSERT)
+                        .bind(Uuid::new_v4())
+                        .bind(upsert.authentik_sub.as_str())
+                        .bind(upsert.email.as_ref().map(|e| e.as_str()))
+                        .bind(upsert.display_name.as_ref().map(|d| d.as_str()))
+                        .bind(upsert.is_active)
+                        .bind(revision)
+                        .bind(at)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let user = User::try_from(row)?;
+                    log_users!(tx, revision, [user.id]);
+                    tx.commit().await?;
+                    UpsertOutcome {
+                        user,
+                        changed: true,
+                    }
+                }
+            }
+        });
+        Ok(outcome)
+    }
+
+    /// Grants `permission` with `effect`. Granting what the user already holds
+    /// changes nothing; granting it with the other effect changes the effect.
+    pub async fn grant(
+        &self,
+        sub: &AuthentikSub,
+        permission: &Permission,
+        effect: Effect,
+    ) -> Result<GrantOutcome> {
+        let insert = "INSERT INTO permissions (id, user_id, scope_type, scope_id, module, action, created_at, effect) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        let at = now();
+        let id = Uuid::new_v4();
+        let outcome = on_pool!(self, |pool| {
+            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
+            let existing: Option<GrantRow> =
+                bind_permission!(sqlx::query_as(FIND_GRANT).bind(user_id.0), permission)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let existing = existing.map(Grant::try_from).transpose()?;
+            let (grant, created, changed) = match existing {
+                Some(grant) if grant.effect == effect => (grant, false, false),
+                Some(grant) => {
+                    sqlx::query("UPDATE permissions SET effect = $1 WHERE id = $2")
+                        .bind(effect.as_str())
+                        .bind(grant.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    (Grant { effect, ..grant }, false, true)
+                }
+                None => {
+                    bind_permission!(sqlx::query(insert).bind(id).bind(user_id.0), permission)
+                        .bind(at)
+                        .bind(effect.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    let grant = Grant {
+                        id,
+                        user_id,
+                        permission: permission.clone(),
+                        effect,
+                        created_at: at,
+                    };
+                    (grant, true, true)
+                }
+            };
+            if changed {
+                log_users!(tx, revision, [user_id]);
+            }
+            let revision = finish_change!(tx, revision, changed);
+            GrantOutcome {
+                grant,
+                created,
+                changed,
+                revision: Revision(revision),
+            }
+        });
+        Ok(outcome)
+    }
+
+    /// Revokes `permission`, whatever its effect; revoking what the user does
+    /// not hold is not an error.
+    pub async fn revoke(
+        &self,
+        sub: &AuthentikSub,
+        permission: &Permission,
+    ) -> Result<RevokeOutcome> {
+        let outcome = on_pool!(self, |pool| {
+            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
+            let existing: Option<GrantRow> =
+                bind_permission!(sqlx::query_as(FIND_GRANT).bind(user_id.0), permission)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let existing = existing.map(Grant::try_from).transpose()?;
+            if let Some(grant) = &existing {
+                sqlx::query("DELETE FROM permissions WHERE id = $1")
+                    .bind(grant.id)
+                    .execute(&mut *tx)
+                    .await?;
+                log_users!(tx, revision, [user_id]);
+            }
+            let revision = finish_change!(tx, revision, existing.is_some());
+            RevokeOutcome {
+                revoked: existing,
+                revision: Revision(revision),
+            }
+        });
+        Ok(outcome)
+    }
+
+    /// The users whose effective permissions changed after `since`.
+    pub async fn changes_since(&self, since: Revision) -> Result<ChangesSince> {
+        let outcome = on_pool!(self, |pool| {
+            let mut tx = pool.begin_read().await?;
+            let floor: Option<String> =
+                sqlx::query_scalar("SELECT value FROM settings WHERE key = 'change_log_floor'")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let floor = floor.and_then(|f| f.parse::<i64>().ok()).unwrap_or(0);
+            if since.0 < floor {
+                tx.rollback().await?;
+                return Ok(ChangesSince::Gone {
+                    oldest: Revision(floor),
+                });
+            }
+            let users: Vec<Uuid> =
+                sqlx::query_scalar("SELECT DISTINCT user_id FROM change_log WHERE revision > $1")
+                    .bind(since.0)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let revision: i64 = sqlx::query_scalar("SELECT value FROM revision WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            ChangesSince::Changed {
+                users: users.into_iter().map(UserId).collect(),
+                revision: Revision(revision),
+            }
+        });
+        Ok(outcome)
+    }
+
+    /// Forgets the change log up to and including `through`; asking about
+    /// changes since before then answers `Gone`.
+    pub async fn prune_change_log(&self, through: Revision) -> Result<ChangeOutcome> {
+        let outcome = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let deleted = sqlx::query("DELETE FROM change_log WHERE revision <= $1")
+                .bind(through.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ('change_log_floor', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(through.0.to_string())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            ChangeOutcome {
+                changed: deleted > 0,
+                revision: through,
+            }
+        });
+        Ok(outcome)
+    }
+
+    /// Streams the whole policy to `sink`, read at one moment: users and roles
+    /// first, then what refers to them. Returns the revision it was read at.
+    pub async fn load_policy(
+        &self,
+        mut sink: impl FnMut(PolicyRow) -> Result<()>,
+    ) -> Result<Revision> {
+        const USERS: &str = concat!("SELECT ", user_columns!(), " FROM users");
+        const ROLES: &str = "SELECT name FROM roles";
+        const PARENTS: &str = "SELECT r.name AS role, p.name AS parent FROM role_parents rp \
+                               JOIN roles r ON r.id = rp.role_id JOIN roles p ON p.id = rp.parent_id";
+        const ROLE_PERMISSIONS: &str = "SELECT r.name AS role, rp.module, rp.action, rp.scope_type, rp.scope_id, \
+                                        rp.effect FROM role_permissions rp JOIN roles r ON r.id = rp.role_id";
+        const ASSIGNMENTS: &str = "SELECT a.user_id, r.name AS role, a.scope_type, a.scope_id \
+                                   FROM role_assignments a JOIN roles r ON r.id = a.role_id";
+        const GRANTS: &str = "SELECT id, user_id, scope_type, scope_id, module, action, effect, created_at FROM permissions";
+        let revision = on_pool!(self, |pool| {
+            let mut tx = pool.begin_read().await?;
+            let revision: i64 = sqlx::query_scalar("SELECT value FROM revision WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            {
+                let mut rows = sqlx::query_as::<_, UserRow>(USERS).fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await? {
+                    sink(PolicyRow::User(User::try_from(row)?))?;
+                }
+            }
+            {
+                let mut rows = sqlx::query_as::<_, NameRow>(ROLES).fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await? {
+                    sink(PolicyRow::Role {
+                        name: row.role_name()?,
+                    })?;
+                }
+            }
+            {
+                let mut rows = sqlx::query_as::<_, ParentRow>(PARENTS).fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await? {
+                    let (role, parent) = row.names()?;
+                    sink(PolicyRow::Parent { role, parent })?;
+                }
+            }
+            {
+                let mut rows =
+                    sqlx::query_as::<_, RolePermissionRow>(ROLE_PERMISSIONS).fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await? {
+                    let (role, permission) = row.parse()?;
+                    sink(PolicyRow::RolePermission { role, permission })?;
+                }
+            }
+            {
+                let mut rows = sqlx::query_as::<_, GrantRow>(GRANTS).fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await? {
+                    sink(PolicyRow::Grant(Grant::try_from(row)?))?;
+                }
+            }
+            {
+                let mut rows = sqlx::query_as::<_, AssignmentRow>(ASSIGNMENTS).fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await? {
+                    let (user_id, assignment) = row.parse()?;
+                    sink(PolicyRow::Assignment {
+                        user_id,
+                        assignment,
+                    })?;
+                }
+            }
+            tx.rollback().await?;
+            revision
+        });
+        Ok(Revision(revision))
+    }
+}
