@@ -235,12 +235,6 @@ impl UserId {
     }
 }
 
-impl Default for Revision {
-    fn default() -> Self {
-        Self(0)
-    }
-}
-
 impl Default for UserId {
     fn default() -> Self {
         Self::new()
@@ -255,7 +249,7 @@ impl fmt::Display for UserId {
 
 /// A global counter bumped by every change to users or grants, in the same
 /// transaction as the change, so a cache can tell whether it is stale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Revision(pub i64);
 

@@ -206,6 +206,9 @@ pub enum Freshness {
     Recent,
 }
 
+/// A client's row (or its absence) and when it was read.
+type CachedRow = (Option<ApiClient>, Instant);
+
 /// How long a client row may serve `Freshness::Recent` requests.
 const ROW_CACHE_TTL: Duration = Duration::from_secs(1);
 
@@ -263,7 +266,7 @@ pub struct ClientAuthenticator {
     verified: Arc<VerifiedKeys>,
     limiter: Arc<RateLimiter>,
     cache_ttl: Duration,
-    rows: Arc<Mutex<HashMap<String, (Option<ApiClient>, Instant)>>>,
+    rows: Arc<Mutex<HashMap<String, CachedRow>>>,
 }
 
 impl ClientAuthenticator {
