@@ -249,7 +249,9 @@ impl fmt::Display for UserId {
 
 /// A global counter bumped by every change to users or grants, in the same
 /// transaction as the change, so a cache can tell whether it is stale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Revision(pub i64);
 

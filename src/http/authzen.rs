@@ -8,7 +8,7 @@
 //! | `action.name` | action |
 //! | `context` | accepted; `context.min_revision` as in `/v1/check` |
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::AppState;
-use super::decisions::{MAX_BATCH, await_revision};
+use super::decisions::{BATCH_BODY_BYTES, MAX_BATCH, await_revision};
 use super::error::ApiError;
 use super::extract::{DecisionCaller, JsonBody};
 use crate::authz::index::Request;
@@ -27,7 +27,10 @@ use crate::service::access::Subject;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/access/v1/evaluation", post(evaluation))
-        .route("/access/v1/evaluations", post(evaluations))
+        .route(
+            "/access/v1/evaluations",
+            post(evaluations).layer(DefaultBodyLimit::max(BATCH_BODY_BYTES)),
+        )
         .route("/.well-known/authzen-configuration", get(configuration))
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,11 +19,16 @@ use crate::service::access::Subject;
 /// How long a request with `min_revision` waits for the index to catch up.
 const MIN_REVISION_WAIT: Duration = Duration::from_secs(2);
 pub const MAX_BATCH: usize = 1000;
+/// Room for `MAX_BATCH` checks with long scope ids; other routes keep the configured limit.
+pub const BATCH_BODY_BYTES: usize = 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/check", post(check))
-        .route("/v1/check/batch", post(check_batch))
+        .route(
+            "/v1/check/batch",
+            post(check_batch).layer(DefaultBodyLimit::max(BATCH_BODY_BYTES)),
+        )
         .route("/v1/explain", get(explain))
 }
 
