@@ -100,8 +100,8 @@ async fn deny_wins_over_role_allows(app) {
     assert!(!app.check("ada", ("org", "1"), "docs", "write").await);
     assert!(app.check("ada", ("org", "1"), "docs", "read").await);
 
-    let explain = format!("/v1/explain?subject=ada&scope_type=org&scope_id=1&module=docs&action=write");
-    let (status, why) = send(app.internal(Method::GET, &explain)).await;
+    let explain = "/v1/explain?subject=ada&scope_type=org&scope_id=1&module=docs&action=write";
+    let (status, why) = send(app.internal(Method::GET, explain)).await;
     assert_eq!(status, StatusCode::OK, "{why}");
     assert_eq!(why["allowed"], false);
     assert_eq!(why["reason"], "denied");
@@ -110,8 +110,8 @@ async fn deny_wins_over_role_allows(app) {
     assert_eq!(why["contributions"][1]["source"], "role");
     assert_eq!(why["contributions"][1]["chain"], json!(["editor"]));
 
-    let explain = format!("/v1/explain?subject=ada&scope_type=org&scope_id=1&module=docs&action=read");
-    let (_, why) = send(app.internal(Method::GET, &explain)).await;
+    let explain = "/v1/explain?subject=ada&scope_type=org&scope_id=1&module=docs&action=read";
+    let (_, why) = send(app.internal(Method::GET, explain)).await;
     assert_eq!(why["allowed"], true);
     assert_eq!(why["contributions"][0]["chain"], json!(["editor", "viewer"]));
     assert_eq!(why["contributions"][0]["assigned_scope_id"], "1");
