@@ -9,9 +9,12 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use std::path::PathBuf;
+
 use crate::app::{Application, open_store, shutdown_signal};
 use crate::authn::Secret;
 use crate::authn::api_key::HashAlgorithm;
+use crate::authz::casbin::{Enforcer, Matcher, Model, Policy};
 use crate::config::{LogFormat, SettingsArgs};
 use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern};
 use crate::service::ServiceError;
@@ -40,6 +43,76 @@ enum Command {
     /// Manage API clients (the callers of /admin routes).
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Casbin compatibility: decide, import and export Casbin policies.
+    #[command(subcommand)]
+    Casbin(CasbinCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CasbinCommand {
+    /// Decide requests against a Casbin model and policy, without any database;
+    /// prints true or false, one line per request.
+    Enforce(EnforceArgs),
+}
+
+#[derive(Debug, Args)]
+struct CasbinFiles {
+    /// The model (.conf).
+    #[arg(long, value_name = "MODEL.conf")]
+    model: PathBuf,
+    /// The policy (.csv).
+    #[arg(long, value_name = "POLICY.csv")]
+    policy: Option<PathBuf>,
+    /// Role links matched with a function, as Casbin's AddNamedMatchingFunc: g=keyMatch2 (repeatable).
+    #[arg(long = "role-match", value_name = "G=FUNCTION")]
+    role_match: Vec<String>,
+    /// Role domains matched with a function, as AddNamedDomainMatchingFunc: g=keyMatch2 (repeatable).
+    #[arg(long = "domain-match", value_name = "G=FUNCTION")]
+    domain_match: Vec<String>,
+}
+
+impl CasbinFiles {
+    fn enforcer(&self) -> anyhow::Result<Enforcer> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let model =
+            Model::parse(&read(&self.model)?).with_context(|| self.model.display().to_string())?;
+        let policy = match &self.policy {
+            Some(path) => {
+                Policy::parse(&read(path)?, &model).with_context(|| path.display().to_string())?
+            }
+            None => Policy::default(),
+        };
+        let mut enforcer = Enforcer::new(model, policy)?;
+        let split = |spec: &str| -> anyhow::Result<(String, Matcher)> {
+            let (g, function) = spec
+                .split_once('=')
+                .with_context(|| format!("{spec:?}: expected G=FUNCTION"))?;
+            Ok((g.trim().to_owned(), Matcher::parse(function.trim())?))
+        };
+        for spec in &self.role_match {
+            let (g, matcher) = split(spec)?;
+            enforcer.set_role_matching(&g, matcher)?;
+        }
+        for spec in &self.domain_match {
+            let (g, matcher) = split(spec)?;
+            enforcer.set_domain_matching(&g, matcher)?;
+        }
+        Ok(enforcer)
+    }
+}
+
+#[derive(Debug, Args)]
+struct EnforceArgs {
+    #[command(flatten)]
+    files: CasbinFiles,
+    /// A request, its fields separated by commas: "alice,data1,read" (repeatable).
+    #[arg(long = "request", value_name = "FIELDS")]
+    requests: Vec<String>,
+    /// A file of requests, one per line (# comments and blank lines are skipped).
+    #[arg(long = "requests", value_name = "FILE")]
+    requests_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +231,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Casbin(CasbinCommand::Enforce(args)) => enforce(args),
         Command::Client(command) => {
             telemetry::init(LogFormat::Text, "warn");
             let store = open_store(&settings.database_url).await?;
@@ -247,5 +321,33 @@ async fn client_command(admin: &ClientAdmin, command: ClientCommand) -> anyhow::
             print_key(&client_key, &api_key, None, json);
         }
     }
+    Ok(())
+}
+
+fn enforce(args: EnforceArgs) -> anyhow::Result<()> {
+    let enforcer = args.files.enforcer()?;
+    let mut requests = args.requests;
+    if let Some(path) = &args.requests_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        requests.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    if requests.is_empty() {
+        anyhow::bail!("no requests: give --request \"alice,data1,read\" or --requests FILE");
+    }
+    let mut out = String::new();
+    for request in &requests {
+        let fields: Vec<&str> = request.split(',').map(str::trim).collect();
+        let allowed = enforcer
+            .enforce(&fields)
+            .with_context(|| format!("request {request:?}"))?;
+        out.push_str(if allowed { "true\n" } else { "false\n" });
+    }
+    print!("{out}");
     Ok(())
 }

@@ -27,7 +27,12 @@ pub fn key_match(key: &str, pattern: &str) -> bool {
 }
 
 /// The regular expression keyMatch2 tests with: `/*` → `/.*`, `:name` → `[^/]+`, anchored.
+/// A lone `*` matches everything (Casbin's Go role manager relies on it for
+/// `p, *, …` policies under `g.match=keyMatch2`).
 pub fn key_match2_regex(pattern: &str) -> String {
+    if pattern == "*" {
+        return "^.*$".to_owned();
+    }
     let pattern = pattern.replace("/*", "/.*");
     let mut out = String::with_capacity(pattern.len() + 8);
     out.push('^');
