@@ -16,9 +16,11 @@ use crate::authn::Secret;
 use crate::authn::api_key::HashAlgorithm;
 use crate::authz::casbin::{Enforcer, Matcher, Model, Policy};
 use crate::config::{LogFormat, SettingsArgs};
-use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern};
+use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern, ScopeType};
 use crate::service::ServiceError;
+use crate::service::casbin::default_scope_type;
 use crate::service::clients::{ClientAdmin, KeyHasher, NewClient};
+use crate::store::Store;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -53,6 +55,38 @@ enum CasbinCommand {
     /// Decide requests against a Casbin model and policy, without any database;
     /// prints true or false, one line per request.
     Enforce(EnforceArgs),
+    /// Load a Casbin policy into memberd: p rules become role or user
+    /// permissions, g rules role assignments and inheritance, domains scopes.
+    /// Decisions are compared with Casbin's before anything is written.
+    Import(ImportArgs),
+    /// Write memberd's policy as Casbin CSV (for the model last imported, or --model).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    #[arg(long, value_name = "MODEL.conf")]
+    model: PathBuf,
+    #[arg(long, value_name = "POLICY.csv")]
+    policy: PathBuf,
+    /// The scope type domains map to [default: domain, or casbin for models without domains].
+    #[arg(long, value_name = "TYPE")]
+    scope_type: Option<String>,
+    /// How long to spend comparing decisions with Casbin's before writing.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    verify_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// The model to write the policy for [default: the model last imported].
+    #[arg(long, value_name = "MODEL.conf")]
+    model: Option<PathBuf>,
+    #[arg(long, value_name = "TYPE")]
+    scope_type: Option<String>,
+    /// Where to write the CSV [default: standard output].
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +266,20 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Casbin(CasbinCommand::Enforce(args)) => enforce(args),
+        Command::Casbin(CasbinCommand::Import(args)) => {
+            telemetry::init(LogFormat::Text, "warn");
+            let store = open_store(&settings.database_url).await?;
+            let result = casbin_import(&store, args).await;
+            store.close().await;
+            result
+        }
+        Command::Casbin(CasbinCommand::Export(args)) => {
+            telemetry::init(LogFormat::Text, "warn");
+            let store = open_store(&settings.database_url).await?;
+            let result = casbin_export(&store, args).await;
+            store.close().await;
+            result
+        }
         Command::Client(command) => {
             telemetry::init(LogFormat::Text, "warn");
             let store = open_store(&settings.database_url).await?;
@@ -349,5 +397,60 @@ fn enforce(args: EnforceArgs) -> anyhow::Result<()> {
         out.push_str(if allowed { "true\n" } else { "false\n" });
     }
     print!("{out}");
+    Ok(())
+}
+
+fn read_file(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn scope_type(raw: Option<&str>) -> anyhow::Result<Option<ScopeType>> {
+    raw.map(|t| ScopeType::parse(t).with_context(|| format!("--scope-type {t:?}")))
+        .transpose()
+}
+
+async fn casbin_import(store: &Store, args: ImportArgs) -> anyhow::Result<()> {
+    let model_text = read_file(&args.model)?;
+    let model = Model::parse(&model_text).with_context(|| args.model.display().to_string())?;
+    let policy = Policy::parse(&read_file(&args.policy)?, &model)
+        .with_context(|| args.policy.display().to_string())?;
+    let enforcer = Enforcer::new(model.clone(), policy)?;
+    let scope_type =
+        scope_type(args.scope_type.as_deref())?.unwrap_or_else(|| default_scope_type(&model));
+    let verify_for = std::time::Duration::from_secs(args.verify_seconds);
+    let report =
+        crate::service::casbin::import(store, &enforcer, &model_text, &scope_type, verify_for)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p = &report.plan;
+    println!(
+        "imported {} users, {} roles, {} role permissions, {} direct grants, {} role assignments at revision {}",
+        p.users.len(),
+        p.roles.len(),
+        p.role_permissions.len(),
+        p.grants.len(),
+        p.assignments.len(),
+        report.revision
+    );
+    println!(
+        "compared {} of {} requests with Casbin's decisions: all equal; scopes are of type {scope_type}",
+        report.verified.compared, report.verified.of
+    );
+    println!("a running memberd serve loads the import when it restarts");
+    Ok(())
+}
+
+async fn casbin_export(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
+    let model = args.model.as_ref().map(read_file).transpose()?;
+    let scope_type = scope_type(args.scope_type.as_deref())?;
+    let csv = crate::service::casbin::export(store, model.as_deref(), scope_type.as_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{csv}"),
+    }
     Ok(())
 }

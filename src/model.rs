@@ -111,10 +111,11 @@ impl Module {
     }
 }
 string_type!(
-    /// What may be done in the module; `*` means everything.
+    /// What may be done in the module; `*` means everything. Capitals are
+    /// allowed so that HTTP methods (`GET`) from Casbin policies fit.
     Action,
-    "action (expected [a-z][a-z0-9_.:-]{0,63} or *)",
-    |s| s == "*" || is_identifier(s)
+    "action (expected [A-Za-z][A-Za-z0-9_.:-]{0,63} or *)",
+    |s| s == "*" || is_identifier(&s.to_ascii_lowercase())
 );
 string_type!(
     Email,

@@ -2,6 +2,7 @@
 //! keeps things (store). Handlers and commands call these; these call the store.
 
 pub mod access;
+pub mod casbin;
 pub mod clients;
 pub mod directory;
 

@@ -16,6 +16,7 @@
 //! only when something did.
 
 mod clients;
+mod import;
 mod roles;
 mod rows;
 mod users;

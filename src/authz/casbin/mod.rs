@@ -8,6 +8,7 @@
 
 pub mod conf;
 mod expr;
+pub mod import;
 mod roles;
 
 use std::collections::BTreeMap;
