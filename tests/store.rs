@@ -6,11 +6,11 @@ mod common;
 use common::{TestStore, test_store};
 use ipnet::IpNet;
 use memberd::model::{
-    Action, ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Effect, Email, Grant,
-    Module, Origin, PathPattern, Permission, Revision, RoleAssignment, RoleName, RolePermission,
-    Scope, ScopeId, ScopeType, UserUpsert,
+    Action, ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Effect, Email, Module,
+    Origin, PathPattern, Permission, Revision, RoleAssignment, RoleName, RolePermission, Scope,
+    ScopeId, ScopeType, UserUpsert,
 };
-use memberd::store::{ChangesSince, PolicyRow, Store, StoreError, now};
+use memberd::store::{ChangesSince, LoadedGrant, PolicyRow, Store, StoreError, now};
 use time::Duration;
 
 fn sub(s: &str) -> AuthentikSub {
@@ -58,7 +58,7 @@ struct Loaded {
     roles: Vec<String>,
     parents: Vec<(String, String)>,
     role_permissions: usize,
-    grants: Vec<Grant>,
+    grants: Vec<LoadedGrant>,
     assignments: Vec<(String, String, String)>,
 }
 

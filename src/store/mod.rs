@@ -242,11 +242,21 @@ pub enum PolicyRow {
         role: crate::model::RoleName,
         permission: crate::model::RolePermission,
     },
-    Grant(Grant),
+    Grant(LoadedGrant),
     Assignment {
         user_id: UserId,
         assignment: crate::model::RoleAssignment,
     },
+}
+
+/// A direct grant as the index needs it (no timestamps: decoding a million of
+/// them would dominate the load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedGrant {
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub permission: crate::model::Permission,
+    pub effect: crate::model::Effect,
 }
 
 impl Store {

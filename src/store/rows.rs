@@ -289,3 +289,25 @@ impl AssignmentRow {
         ))
     }
 }
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct LoadedGrantRow {
+    id: Uuid,
+    user_id: Uuid,
+    scope_type: String,
+    scope_id: String,
+    module: String,
+    action: String,
+    effect: String,
+}
+
+impl LoadedGrantRow {
+    pub fn parse(self) -> Result<super::LoadedGrant, StoreError> {
+        Ok(super::LoadedGrant {
+            id: self.id,
+            user_id: UserId(self.user_id),
+            permission: permission(self.scope_type, self.scope_id, self.module, self.action)?,
+            effect: effect("permissions.effect", &self.effect)?,
+        })
+    }
+}

@@ -3,7 +3,9 @@
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 
-use super::rows::{AssignmentRow, GrantRow, NameRow, ParentRow, RolePermissionRow, UserRow};
+use super::rows::{
+    AssignmentRow, GrantRow, LoadedGrantRow, NameRow, ParentRow, RolePermissionRow, UserRow,
+};
 use super::{
     AnyPool, Begin, ChangeOutcome, GrantOutcome, PolicyRow, Result, RevokeOutcome, Store,
     StoreError, UpsertOutcome, begin_change, finish_change, log_users, now, on_pool,
@@ -307,7 +309,8 @@ impl Store {
                                         rp.effect FROM role_permissions rp JOIN roles r ON r.id = rp.role_id";
         const ASSIGNMENTS: &str = "SELECT a.user_id, r.name AS role, a.scope_type, a.scope_id \
                                    FROM role_assignments a JOIN roles r ON r.id = a.role_id";
-        const GRANTS: &str = "SELECT id, user_id, scope_type, scope_id, module, action, effect, created_at FROM permissions";
+        const GRANTS: &str =
+            "SELECT id, user_id, scope_type, scope_id, module, action, effect FROM permissions";
         let revision = on_pool!(self, |pool| {
             let mut tx = pool.begin_read().await?;
             let revision: i64 = sqlx::query_scalar("SELECT value FROM revision WHERE id = 1")
@@ -343,9 +346,9 @@ impl Store {
                 }
             }
             {
-                let mut rows = sqlx::query_as::<_, GrantRow>(GRANTS).fetch(&mut *tx);
+                let mut rows = sqlx::query_as::<_, LoadedGrantRow>(GRANTS).fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
-                    sink(PolicyRow::Grant(Grant::try_from(row)?))?;
+                    sink(PolicyRow::Grant(row.parse()?))?;
                 }
             }
             {
