@@ -14,6 +14,8 @@
 //! (`/api/users/:id` modules) are scanned only when some grant uses one.
 //! Every change is applied in place; nothing is rebuilt.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use regex_lite::Regex;
@@ -35,6 +37,10 @@ const UNPINNED: Sym = u32::MAX - 1;
 struct Symbols {
     ids: FxHashMap<Arc<str>, Sym>,
     names: Vec<Arc<str>>,
+    /// Every symbol in name order, so that each can hold a rank that sorts
+    /// like its name: snapshots then sort integers, not strings.
+    by_name: BTreeMap<Arc<str>, Sym>,
+    ranks: Vec<u64>,
 }
 
 impl Symbols {
@@ -51,8 +57,35 @@ impl Symbols {
         let id = Sym::try_from(self.names.len()).expect("fewer than 4 billion distinct names");
         let name: Arc<str> = Arc::from(name);
         self.names.push(name.clone());
-        self.ids.insert(name, id);
+        self.ids.insert(name.clone(), id);
+        self.ranks.push(0);
+        self.rank_new(name, id);
         id
+    }
+
+    /// Gives a new symbol the rank halfway between its neighbours' in name
+    /// order; when they leave no room, spreads all ranks evenly again (rare:
+    /// after dozens of names land in one gap).
+    fn rank_new(&mut self, name: Arc<str>, id: Sym) {
+        let below = self
+            .by_name
+            .range::<str, _>((Bound::Unbounded, Bound::Excluded(&*name)))
+            .next_back()
+            .map_or(0, |(_, &s)| self.ranks[s as usize]);
+        let above = self
+            .by_name
+            .range::<str, _>((Bound::Excluded(&*name), Bound::Unbounded))
+            .next()
+            .map_or(u64::MAX, |(_, &s)| self.ranks[s as usize]);
+        self.by_name.insert(name, id);
+        if above - below >= 2 {
+            self.ranks[id as usize] = below + (above - below) / 2;
+            return;
+        }
+        let gap = u64::MAX / (self.by_name.len() as u64 + 1);
+        for (position, &sym) in self.by_name.values().enumerate() {
+            self.ranks[sym as usize] = (position as u64 + 1) * gap;
+        }
     }
 
     fn lookup(&self, name: &str) -> Sym {
@@ -61,6 +94,11 @@ impl Symbols {
 
     fn name(&self, sym: Sym) -> &Arc<str> {
         &self.names[sym as usize]
+    }
+
+    /// Orders like the names, field by field.
+    fn sort_key(&self, syms: [Sym; 4]) -> [u64; 4] {
+        syms.map(|s| self.ranks[s as usize])
     }
 }
 
@@ -190,6 +228,88 @@ pub struct HeldRole {
     pub scope_id: Arc<str>,
 }
 
+/// A permission borrowed from a [`PermissionList`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PermissionRef<'a> {
+    pub scope_type: &'a str,
+    pub scope_id: &'a str,
+    pub module: &'a str,
+    pub action: &'a str,
+}
+
+/// Permissions in name order, sharing one table of the names they use: a
+/// thousand permissions name a few hundred strings, and holding a handle per
+/// field (four atomic increments each, and as many decrements) cost more
+/// than computing the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionList {
+    names: Vec<Arc<str>>,
+    entries: Vec<[u32; 4]>,
+}
+
+impl PermissionList {
+    /// `permissions` must be in the order the list is to keep.
+    fn new<'a>(
+        symbols: &Symbols,
+        permissions: impl ExactSizeIterator<Item = &'a [Sym; 4]>,
+    ) -> Self {
+        let mut local: FxHashMap<Sym, u32> = FxHashMap::default();
+        local.reserve(permissions.size_hint().0 + 8);
+        let mut names = Vec::new();
+        // In sorted order a column mostly repeats the row above (one scope, a
+        // module for each of its actions): remember each column's last symbol.
+        let mut last: [(Sym, u32); 4] = [(UNKNOWN, 0); 4];
+        let entries = permissions
+            .map(|p| {
+                let mut entry = [0u32; 4];
+                for (column, &sym) in p.iter().enumerate() {
+                    if last[column].0 != sym {
+                        let index = *local.entry(sym).or_insert_with(|| {
+                            names.push(symbols.name(sym).clone());
+                            (names.len() - 1) as u32
+                        });
+                        last[column] = (sym, index);
+                    }
+                    entry[column] = last[column].1;
+                }
+                entry
+            })
+            .collect();
+        Self { names, entries }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<PermissionRef<'_>> {
+        self.entries.get(i).map(|e| self.resolve(e))
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = PermissionRef<'_>> {
+        self.entries.iter().map(|e| self.resolve(e))
+    }
+
+    fn resolve(&self, [st, sid, module, action]: &[u32; 4]) -> PermissionRef<'_> {
+        PermissionRef {
+            scope_type: &self.names[*st as usize],
+            scope_id: &self.names[*sid as usize],
+            module: &self.names[*module as usize],
+            action: &self.names[*action as usize],
+        }
+    }
+}
+
+impl serde::Serialize for PermissionList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
 /// What a user may do, with denies applied: `permissions` are the allows
 /// no deny cancels entirely; `denied` are the denies that still carve
 /// exceptions out of them (a cache must apply both).
@@ -199,8 +319,8 @@ pub struct EffectiveSnapshot {
     pub authentik_sub: Arc<str>,
     pub is_active: bool,
     pub revision: i64,
-    pub permissions: Vec<PermissionText>,
-    pub denied: Vec<PermissionText>,
+    pub permissions: PermissionList,
+    pub denied: PermissionList,
     pub roles: Vec<HeldRole>,
 }
 
@@ -920,11 +1040,15 @@ impl Index {
     pub fn snapshot(&self, user: UserId) -> Result<EffectiveSnapshot, IndexError> {
         let u = *self.user_by_id.get(&user).ok_or(IndexError::UnknownUser)?;
         let entry = &self.users[u as usize];
-        let mut allow: Vec<[Sym; 4]> = Vec::new();
-        let mut deny: Vec<[Sym; 4]> = Vec::new();
-        let mut push = |effect: Effect, p: [Sym; 4]| match effect {
-            Effect::Allow => allow.push(p),
-            Effect::Deny => deny.push(p),
+        // Each permission with its key in name order; equal keys are equal permissions.
+        let mut allow: Vec<([u64; 4], [Sym; 4])> = Vec::new();
+        let mut deny: Vec<([u64; 4], [Sym; 4])> = Vec::new();
+        let mut push = |effect: Effect, p: [Sym; 4]| {
+            let keyed = (self.symbols.sort_key(p), p);
+            match effect {
+                Effect::Allow => allow.push(keyed),
+                Effect::Deny => deny.push(keyed),
+            }
         };
         for (key, grant) in &entry.direct {
             push(grant.effect, unpack(*key));
@@ -953,10 +1077,10 @@ impl Index {
                 }
             }
         }
-        allow.sort_unstable();
-        allow.dedup();
-        deny.sort_unstable();
-        deny.dedup();
+        allow.sort_unstable_by_key(|(key, _)| *key);
+        allow.dedup_by_key(|(key, _)| *key);
+        deny.sort_unstable_by_key(|(key, _)| *key);
+        deny.dedup_by_key(|(key, _)| *key);
         let covers = |d: &[Sym; 4], p: &[Sym; 4]| {
             ScopeSyms {
                 st: d[0],
@@ -970,7 +1094,7 @@ impl Index {
                         .is_some_and(|re| re.is_match(self.symbols.name(p[2]))))
                 && (d[3] == WILD || d[3] == p[3])
         };
-        allow.retain(|p| !deny.iter().any(|d| covers(d, p)));
+        allow.retain(|(_, p)| !deny.iter().any(|(_, d)| covers(d, p)));
         let overlaps = |d: &[Sym; 4], p: &[Sym; 4]| {
             ScopeSyms {
                 st: d[0],
@@ -992,13 +1116,10 @@ impl Index {
                         .is_some_and(|re| re.is_match(self.symbols.name(d[2]))))
                 && (d[3] == WILD || p[3] == WILD || d[3] == p[3])
         };
-        deny.retain(|d| allow.iter().any(|p| overlaps(d, p)));
+        deny.retain(|(_, d)| allow.iter().any(|(_, p)| overlaps(d, p)));
 
-        let mut permissions: Vec<PermissionText> =
-            allow.into_iter().map(|p| self.text(p)).collect();
-        permissions.sort_unstable();
-        let mut denied: Vec<PermissionText> = deny.into_iter().map(|p| self.text(p)).collect();
-        denied.sort_unstable();
+        let permissions = PermissionList::new(&self.symbols, allow.iter().map(|(_, p)| p));
+        let denied = PermissionList::new(&self.symbols, deny.iter().map(|(_, p)| p));
         let mut roles: Vec<HeldRole> = entry
             .assignments
             .iter()
@@ -1052,4 +1173,43 @@ enum Match {
         action: Sym,
         held: Assignment,
     },
+}
+
+#[cfg(test)]
+mod symbol_tests {
+    use super::Symbols;
+
+    fn assert_ranks_follow_names(symbols: &Symbols) {
+        let mut by_rank: Vec<_> = symbols.names.iter().zip(&symbols.ranks).collect();
+        by_rank.sort_by_key(|(_, rank)| **rank);
+        let names: Vec<&str> = by_rank.iter().map(|(name, _)| &***name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted, "ranks sort like names and are distinct");
+    }
+
+    #[test]
+    fn ranks_follow_names_whatever_the_order_of_arrival() {
+        let ascending: Vec<String> = (0..2000).map(|i| format!("m{i:05}")).collect();
+        let descending: Vec<String> = ascending.iter().rev().cloned().collect();
+        // Always into the gap just above "a": exhausts it and forces renumbering.
+        let one_gap: Vec<String> = (0..200)
+            .map(|i| format!("a{}", "z".repeat(200 - i)))
+            .collect();
+        for names in [ascending, descending, one_gap] {
+            let mut symbols = Symbols::new();
+            symbols.intern("a");
+            symbols.intern("b");
+            for name in &names {
+                symbols.intern(name);
+            }
+            assert_eq!(
+                symbols.intern(&names[0]),
+                symbols.lookup(&names[0]),
+                "interned once"
+            );
+            assert_ranks_follow_names(&symbols);
+        }
+    }
 }

@@ -321,7 +321,7 @@ fn snapshots_apply_denies_and_list_roles() {
     )
     .unwrap();
     let snap = ix.snapshot(user(0)).unwrap();
-    let texts = |v: &[super::index::PermissionText]| {
+    let texts = |v: &super::index::PermissionList| {
         v.iter()
             .map(|p| format!("{}/{}/{}/{}", p.scope_type, p.scope_id, p.module, p.action))
             .collect::<Vec<_>>()
@@ -649,10 +649,15 @@ proptest! {
         }
         for u in 0..USERS {
             let snap = ix.snapshot(user(u)).unwrap();
-            let matches = |p: &super::index::PermissionText, st: &str, sid: &str, module: &str, action: &str| {
-                Naive::covers((&p.scope_type, &p.scope_id), st, sid)
-                    && Naive::module_matches(&p.module, module)
-                    && (&*p.action == "*" || &*p.action == action)
+            for list in [&snap.permissions, &snap.denied] {
+                let all: Vec<_> = list.iter().collect();
+                let sorted = all.windows(2).all(|w| (w[0].scope_type, w[0].scope_id, w[0].module, w[0].action) < (w[1].scope_type, w[1].scope_id, w[1].module, w[1].action));
+                prop_assert!(sorted, "in name order, without repeats: {:?}", all);
+            }
+            let matches = |p: super::index::PermissionRef<'_>, st: &str, sid: &str, module: &str, action: &str| {
+                Naive::covers((p.scope_type, p.scope_id), st, sid)
+                    && Naive::module_matches(p.module, module)
+                    && (p.action == "*" || p.action == action)
             };
             for st in SCOPE_TYPES {
                 for sid in ["1", "2", "3"] {
