@@ -6,13 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{InternalCaller, JsonBody, QueryParams, path_param};
-use crate::authz::index::EffectiveSnapshot;
-use crate::model::{AuthentikSub, Revision, User, UserUpsert};
+use crate::authz::index::{EffectiveSnapshot, HeldRole, PermissionList};
+use crate::model::{AuthentikSub, Revision, User, UserId, UserUpsert};
 use crate::service::access::Subject;
 use crate::service::directory::Changes;
 
@@ -67,16 +66,28 @@ pub fn snapshot_response(
     if none_match(headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
     }
-    let body = json!({
-        "authentik_sub": snapshot.authentik_sub,
-        "user_id": snapshot.user_id,
-        "is_active": snapshot.is_active,
-        "revision": snapshot.revision,
-        "permissions": snapshot.permissions,
-        "denied": snapshot.denied,
-        "roles": snapshot.roles,
-    });
+    let body = SnapshotBody {
+        authentik_sub: &snapshot.authentik_sub,
+        user_id: snapshot.user_id,
+        is_active: snapshot.is_active,
+        revision: snapshot.revision,
+        permissions: &snapshot.permissions,
+        denied: &snapshot.denied,
+        roles: &snapshot.roles,
+    };
     Ok((cache, Json(body)).into_response())
+}
+
+/// Written straight from the snapshot (a `json!` value would copy every string first).
+#[derive(Serialize)]
+struct SnapshotBody<'a> {
+    authentik_sub: &'a str,
+    user_id: UserId,
+    is_active: bool,
+    revision: i64,
+    permissions: &'a PermissionList,
+    denied: &'a PermissionList,
+    roles: &'a [HeldRole],
 }
 
 async fn snapshot(
