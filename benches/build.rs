@@ -109,14 +109,17 @@ fn database_url() -> String {
     })
 }
 
-/// Writes the million grants once; later runs reuse the database.
-fn populate() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    runtime.block_on(async {
+        .unwrap()
+}
+
+/// Writes the million grants once; later runs reuse the database.
+fn populate() {
+    runtime().block_on(async {
         let store = memberd::app::open_store(&database_url()).await.unwrap();
         if store.current_revision().await.unwrap().0 == 0 {
             let plan = million_grants();
@@ -133,12 +136,7 @@ fn populate() {
 
 /// In a process of its own, so that its peak RSS is the load's alone.
 fn load() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         let store = memberd::app::open_store(&database_url()).await.unwrap();
         let before = peak_rss();
         reset_peak_rss();

@@ -69,13 +69,8 @@ fn permission(
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct GrantRow {
-    id: Uuid,
-    user_id: Uuid,
-    scope_type: String,
-    scope_id: String,
-    module: String,
-    action: String,
-    effect: String,
+    #[sqlx(flatten)]
+    grant: LoadedGrantRow,
     created_at: OffsetDateTime,
 }
 
@@ -90,11 +85,12 @@ fn role_name(column: &str, value: String) -> Result<RoleName, StoreError> {
 impl TryFrom<GrantRow> for Grant {
     type Error = StoreError;
     fn try_from(row: GrantRow) -> Result<Self, StoreError> {
+        let grant = row.grant.parse()?;
         Ok(Grant {
-            id: row.id,
-            user_id: UserId(row.user_id),
-            permission: permission(row.scope_type, row.scope_id, row.module, row.action)?,
-            effect: effect("permissions.effect", &row.effect)?,
+            id: grant.id,
+            user_id: grant.user_id,
+            permission: grant.permission,
+            effect: grant.effect,
             created_at: row.created_at,
         })
     }
