@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
@@ -10,14 +11,19 @@ use tokio::net::TcpListener;
 use crate::authn::Secret;
 use crate::authn::api_key::generate_api_key;
 use crate::authn::internal::{InternalSecrets, stored_digest};
+use crate::authn::password::{PasswordHasher, PasswordPolicy};
+use crate::authn::tokens::KeyEncryptionKey;
 use crate::config::{Environment, Settings};
 use crate::http::{AppState, router};
 use crate::service::access::Engine;
+use crate::service::auth::{Auth, LoginSettings};
 use crate::service::clients::{ClientAuthenticator, KeyHasher};
 use crate::service::directory::Directory;
+use crate::service::sessions::{RedisSessions, SessionStore};
 use crate::store::Store;
 
 const DEV_SECRET_SETTING: &str = "dev_internal_secret_digest";
+const DEV_KEK_SETTING: &str = "dev_key_encryption_key";
 
 pub struct Application {
     listener: TcpListener,
@@ -72,6 +78,84 @@ async fn internal_secrets(settings: &Settings, store: &Store) -> anyhow::Result<
     Ok(secrets)
 }
 
+/// The configured key-encryption key; in development without one, one
+/// generated on first start and kept in the database. That protects nothing
+/// at rest, which is why production refuses to start without a configured key.
+pub async fn key_encryption_key(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<KeyEncryptionKey> {
+    if let Some(text) = &settings.key_encryption_key {
+        return KeyEncryptionKey::parse(text).context("MEMBERD_KEY_ENCRYPTION_KEY");
+    }
+    if settings.environment == Environment::Production {
+        bail!(
+            "no key-encryption key configured: set MEMBERD_KEY_ENCRYPTION_KEY to 32 random bytes in base64 \
+             (production refuses to generate one)"
+        );
+    }
+    let (_, candidate) = KeyEncryptionKey::generate();
+    if store
+        .insert_setting_if_absent(DEV_KEK_SETTING, candidate.expose())
+        .await?
+    {
+        eprintln!(
+            "\n  memberd generated a development key-encryption key and keeps it in the database,\n  \
+             where it protects nothing. For production, set:\n\n    \
+             MEMBERD_KEY_ENCRYPTION_KEY={}\n\n  (any 32 random bytes, e.g. `openssl rand -base64 32`).\n",
+            candidate.expose()
+        );
+    }
+    let stored = store
+        .setting(DEV_KEK_SETTING)
+        .await?
+        .context("the development key-encryption key vanished")?;
+    KeyEncryptionKey::parse(&Secret::new(stored))
+        .context("the stored development key-encryption key")
+}
+
+/// Who memberd's tokens say issued them: the public URL, else the address bound.
+fn issuer(settings: &Settings, local_addr: SocketAddr) -> String {
+    match &settings.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{local_addr}"),
+    }
+}
+
+pub async fn session_store(settings: &Settings, store: &Store) -> anyhow::Result<SessionStore> {
+    Ok(match &settings.redis_url {
+        Some(url) => SessionStore::Redis(
+            RedisSessions::connect(url, "memberd:")
+                .await
+                .context("connecting to Redis (MEMBERD_REDIS_URL)")?,
+        ),
+        None => SessionStore::Database(store.clone()),
+    })
+}
+
+pub fn login_settings(settings: &Settings, issuer: String) -> LoginSettings {
+    let mut login = LoginSettings::new(issuer);
+    login.captcha = settings.login_captcha;
+    login.max_failures = i64::from(settings.login_max_failures);
+    login.lockout = settings.lockout;
+    login.password_policy = PasswordPolicy {
+        min_chars: settings.password_min_length,
+    };
+    login
+}
+
+pub fn password_hasher(settings: &Settings) -> anyhow::Result<PasswordHasher> {
+    let permits = settings
+        .password_hash_concurrency
+        .unwrap_or_else(PasswordHasher::default_permits);
+    PasswordHasher::new(
+        settings.password_hash_cost,
+        permits,
+        Duration::from_secs(10),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = open_store(&settings.database_url).await?;
@@ -83,8 +167,25 @@ impl Application {
         let started = std::time::Instant::now();
         let engine = Engine::load(&store).await.context("compiling the policy")?;
         tracing::info!(revision = %engine.revision(), elapsed_ms = started.elapsed().as_millis() as u64, "policy compiled");
+        let directory = Directory::new(store.clone(), engine.clone());
+        let kek = key_encryption_key(&settings, &store).await?;
+        let sessions = session_store(&settings, &store).await?;
+        let issuer = issuer(&settings, listener.local_addr()?);
+        let auth = Auth::new(
+            store.clone(),
+            directory.clone(),
+            sessions,
+            password_hasher(&settings)?,
+            kek,
+            login_settings(&settings, issuer),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("loading the signing keys")?;
+        spawn_key_reloader(auth.clone());
         let state = AppState {
-            directory: Directory::new(store.clone(), engine.clone()),
+            auth,
+            directory,
             engine,
             client_auth: ClientAuthenticator::new(
                 store.clone(),
@@ -121,6 +222,21 @@ impl Application {
         store.close().await;
         Ok(())
     }
+}
+
+/// Picks up keys rotated by `memberd keys rotate` (another process) and drops
+/// retired keys from the JWKS once their tokens have expired.
+fn spawn_key_reloader(auth: Auth) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if let Err(e) = auth.reload_keys().await {
+                tracing::warn!(error = %e, "reloading signing keys failed");
+            }
+        }
+    });
 }
 
 /// Ctrl-C or SIGTERM.

@@ -11,15 +11,24 @@ use time::format_description::well_known::Rfc3339;
 
 use std::path::PathBuf;
 
-use crate::app::{Application, open_store, shutdown_signal};
+use crate::app::{
+    Application, key_encryption_key, login_settings, open_store, password_hasher, shutdown_signal,
+};
 use crate::authn::Secret;
 use crate::authn::api_key::HashAlgorithm;
 use crate::authz::casbin::{Enforcer, Matcher, Model, Policy};
 use crate::config::{LogFormat, SettingsArgs};
-use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern, ScopeType};
+use crate::model::{
+    ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Email, Origin, PathPattern,
+    ScopeType, Username,
+};
 use crate::service::ServiceError;
+use crate::service::access::Engine;
+use crate::service::auth::{Auth, AuthError, NewAccount, rotate_signing_key};
 use crate::service::casbin::default_scope_type;
 use crate::service::clients::{ClientAdmin, KeyHasher, NewClient};
+use crate::service::directory::Directory;
+use crate::service::sessions::SessionStore;
 use crate::store::Store;
 use crate::telemetry;
 
@@ -48,6 +57,42 @@ enum Command {
     /// Casbin compatibility: decide, import and export Casbin policies.
     #[command(subcommand)]
     Casbin(CasbinCommand),
+    /// Local accounts of operators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// The keys that sign memberd's access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an operator: a local account holding the built-in admin role.
+    Create(AdminCreate),
+}
+
+#[derive(Debug, Args)]
+struct AdminCreate {
+    #[arg(long)]
+    username: String,
+    /// Read the password from standard input (one line) instead of a prompt.
+    #[arg(long)]
+    password_stdin: bool,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    display_name: Option<String>,
+    /// Link the account to this identity-provider subject [default: local:USERNAME].
+    #[arg(long = "sub", value_name = "AUTHENTIK_SUB")]
+    authentik_sub: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Start signing with a new key; the old one stays published until its tokens expire.
+    Rotate,
+    /// List the signing keys.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +325,20 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             result
         }
+        Command::Admin(AdminCommand::Create(args)) => {
+            telemetry::init(LogFormat::Text, "warn");
+            let store = open_store(&settings.database_url).await?;
+            let result = admin_create(&settings, &store, args).await;
+            store.close().await;
+            result
+        }
+        Command::Keys(command) => {
+            telemetry::init(LogFormat::Text, "warn");
+            let store = open_store(&settings.database_url).await?;
+            let result = keys_command(&settings, &store, command).await;
+            store.close().await;
+            result
+        }
         Command::Client(command) => {
             telemetry::init(LogFormat::Text, "warn");
             let store = open_store(&settings.database_url).await?;
@@ -451,6 +510,116 @@ async fn casbin_export(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
             std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?
         }
         None => print!("{csv}"),
+    }
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<Secret> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        return Ok(Secret::new(line.trim_end_matches(['\r', '\n'])));
+    }
+    let first = rpassword::prompt_password("Password: ").context("reading the password")?;
+    let again = rpassword::prompt_password("Password again: ").context("reading the password")?;
+    if first != again {
+        anyhow::bail!("the passwords differ");
+    }
+    Ok(Secret::new(first))
+}
+
+async fn admin_create(
+    settings: &crate::config::Settings,
+    store: &Store,
+    args: AdminCreate,
+) -> anyhow::Result<()> {
+    let username = Username::parse(args.username.clone())
+        .with_context(|| format!("--username {:?}", args.username))?;
+    let email = args
+        .email
+        .map(|e| Email::parse(e).context("--email"))
+        .transpose()?;
+    let display_name = args
+        .display_name
+        .map(|d| DisplayName::parse(d).context("--display-name"))
+        .transpose()?;
+    let subject = args
+        .authentik_sub
+        .map(|s| AuthentikSub::parse(s).context("--sub"))
+        .transpose()?;
+    let password = read_password(args.password_stdin)?;
+    let engine = Engine::load(store)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let directory = Directory::new(store.clone(), engine);
+    let kek = key_encryption_key(settings, store).await?;
+    let auth = Auth::new(
+        store.clone(),
+        directory,
+        SessionStore::Database(store.clone()),
+        password_hasher(settings)?,
+        kek,
+        login_settings(settings, String::new()),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let account = auth
+        .create_account(NewAccount {
+            username,
+            password,
+            subject,
+            email,
+            display_name,
+            must_change_password: false,
+            admin: true,
+        })
+        .await
+        .map_err(|e| match e {
+            AuthError::Policy(v) => anyhow::anyhow!("{v} ({})", v.code()),
+            AuthError::Service(ServiceError::Conflict(_)) => {
+                anyhow::anyhow!("an account named {} already exists", args.username)
+            }
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    println!(
+        "created operator {} (authentik_sub {}) with the admin role",
+        account.username, account.subject
+    );
+    println!("a running memberd serve sees the new role assignment when it restarts");
+    Ok(())
+}
+
+async fn keys_command(
+    settings: &crate::config::Settings,
+    store: &Store,
+    command: KeysCommand,
+) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Rotate => {
+            let kek = key_encryption_key(settings, store).await?;
+            let kid = rotate_signing_key(store, &kek)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "signing with new key {kid}; older keys stay published until their tokens expire"
+            );
+            println!("running instances pick it up within 30 seconds");
+        }
+        KeysCommand::List => {
+            println!("{:<18} {:<7} {:<25} RETIRED_AT", "KID", "ALG", "CREATED_AT");
+            let when = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+            for key in store.signing_keys().await? {
+                println!(
+                    "{:<18} {:<7} {:<25} {}",
+                    key.kid,
+                    key.algorithm,
+                    when(key.created_at),
+                    key.retired_at.map(when).unwrap_or_else(|| "-".into())
+                );
+            }
+        }
     }
     Ok(())
 }

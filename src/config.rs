@@ -12,11 +12,15 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::authn::Secret;
+use crate::authn::password::{DEFAULT_MIN_PASSWORD_CHARS, HashCost, MAX_PASSWORD_CHARS};
+use crate::service::auth::CaptchaMode;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://memberd.db";
 const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 const DEFAULT_API_KEY_CACHE_SECONDS: u64 = 60;
+const DEFAULT_LOGIN_MAX_FAILURES: u32 = 5;
+const DEFAULT_LOCKOUT_MINUTES: u64 = 15;
 /// Internal secrets are compared as given: a short one could be guessed.
 const MIN_SECRET_LEN: usize = 16;
 
@@ -51,6 +55,19 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How callers reach this service (for discovery documents); else taken from `Host`.
     pub public_url: Option<String>,
+    /// Seals signing keys and TOTP secrets at rest; generated in development.
+    pub key_encryption_key: Option<Secret>,
+    /// Sessions live in Redis when set, else in the database.
+    pub redis_url: Option<String>,
+    pub login_captcha: CaptchaMode,
+    pub password_min_length: usize,
+    pub login_max_failures: u32,
+    pub lockout: Duration,
+    pub password_hash_cost: HashCost,
+    /// Password hashes computed at once [default: one per core].
+    pub password_hash_concurrency: Option<usize>,
+    /// Whether session cookies carry `Secure` (turn off only for local http).
+    pub cookie_secure: bool,
 }
 
 impl Settings {
@@ -68,6 +85,15 @@ impl Settings {
             api_key_cache_ttl: Duration::from_secs(DEFAULT_API_KEY_CACHE_SECONDS),
             log_format: LogFormat::Text,
             public_url: None,
+            key_encryption_key: None,
+            redis_url: None,
+            login_captcha: CaptchaMode::default(),
+            password_min_length: DEFAULT_MIN_PASSWORD_CHARS,
+            login_max_failures: DEFAULT_LOGIN_MAX_FAILURES,
+            lockout: Duration::from_secs(DEFAULT_LOCKOUT_MINUTES * 60),
+            password_hash_cost: HashCost::default(),
+            password_hash_concurrency: None,
+            cookie_secure: true,
         }
     }
 }
@@ -133,6 +159,83 @@ pub struct SettingsArgs {
     /// Base URL callers use to reach memberd, e.g. https://members.example.org (for discovery documents).
     #[arg(long, env = "MEMBERD_PUBLIC_URL", global = true, value_name = "URL")]
     pub public_url: Option<String>,
+    /// 32 bytes (base64 or hex) sealing signing keys and TOTP secrets at rest.
+    #[arg(
+        long,
+        env = "MEMBERD_KEY_ENCRYPTION_KEY",
+        global = true,
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub key_encryption_key: Option<String>,
+    /// redis://HOST:PORT: keep sessions in Redis, shared by every instance.
+    #[arg(
+        long,
+        env = "MEMBERD_REDIS_URL",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub redis_url: Option<String>,
+    /// When logins need a captcha [default: after_failures].
+    #[arg(long, env = "MEMBERD_LOGIN_CAPTCHA", global = true, value_enum)]
+    pub login_captcha: Option<CaptchaMode>,
+    /// Shortest password accepted [default: 12].
+    #[arg(
+        long,
+        env = "MEMBERD_PASSWORD_MIN_LENGTH",
+        global = true,
+        value_name = "CHARS"
+    )]
+    pub password_min_length: Option<usize>,
+    /// Failed logins before an account is locked [default: 5].
+    #[arg(
+        long,
+        env = "MEMBERD_LOGIN_MAX_FAILURES",
+        global = true,
+        value_name = "N"
+    )]
+    pub login_max_failures: Option<u32>,
+    /// First lockout's length; each further lockout doubles it [default: 15].
+    #[arg(
+        long,
+        env = "MEMBERD_LOCKOUT_MINUTES",
+        global = true,
+        value_name = "MINUTES"
+    )]
+    pub lockout_minutes: Option<u64>,
+    /// argon2id memory per hash [default: 19456, OWASP's].
+    #[arg(
+        long,
+        env = "MEMBERD_ARGON2_MEMORY_KIB",
+        global = true,
+        value_name = "KIB"
+    )]
+    pub argon2_memory_kib: Option<u32>,
+    /// argon2id passes [default: 2].
+    #[arg(
+        long,
+        env = "MEMBERD_ARGON2_ITERATIONS",
+        global = true,
+        value_name = "N"
+    )]
+    pub argon2_iterations: Option<u32>,
+    /// Password hashes computed at once [default: one per core].
+    #[arg(
+        long,
+        env = "MEMBERD_PASSWORD_HASH_CONCURRENCY",
+        global = true,
+        value_name = "N"
+    )]
+    pub password_hash_concurrency: Option<usize>,
+    /// Set `Secure` on session cookies [default: true; false only for local http].
+    #[arg(
+        long,
+        env = "MEMBERD_COOKIE_SECURE",
+        global = true,
+        value_name = "BOOL"
+    )]
+    pub cookie_secure: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,6 +250,16 @@ struct FileSettings {
     api_key_cache_seconds: Option<u64>,
     log_format: Option<LogFormat>,
     public_url: Option<String>,
+    key_encryption_key: Option<Secret>,
+    redis_url: Option<String>,
+    login_captcha: Option<CaptchaMode>,
+    password_min_length: Option<usize>,
+    login_max_failures: Option<u32>,
+    lockout_minutes: Option<u64>,
+    argon2_memory_kib: Option<u32>,
+    argon2_iterations: Option<u32>,
+    password_hash_concurrency: Option<usize>,
+    cookie_secure: Option<bool>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -206,7 +319,65 @@ impl SettingsArgs {
             bail!("max_body_bytes must be at least 1024");
         }
 
+        let password_min_length = self
+            .password_min_length
+            .or(file.password_min_length)
+            .unwrap_or(DEFAULT_MIN_PASSWORD_CHARS);
+        if !(8..=MAX_PASSWORD_CHARS).contains(&password_min_length) {
+            bail!("password_min_length must be between 8 and {MAX_PASSWORD_CHARS}");
+        }
+        let login_max_failures = self
+            .login_max_failures
+            .or(file.login_max_failures)
+            .unwrap_or(DEFAULT_LOGIN_MAX_FAILURES);
+        if login_max_failures == 0 {
+            bail!("login_max_failures must be at least 1");
+        }
+        let defaults_cost = HashCost::default();
+        let password_hash_cost = HashCost {
+            memory_kib: self
+                .argon2_memory_kib
+                .or(file.argon2_memory_kib)
+                .unwrap_or(defaults_cost.memory_kib),
+            iterations: self
+                .argon2_iterations
+                .or(file.argon2_iterations)
+                .unwrap_or(defaults_cost.iterations),
+            parallelism: defaults_cost.parallelism,
+        };
+        let key_encryption_key = self
+            .key_encryption_key
+            .clone()
+            .map(Secret::new)
+            .or(file.key_encryption_key)
+            .filter(|k| !k.expose().trim().is_empty());
+
         Ok(Settings {
+            key_encryption_key,
+            redis_url: self
+                .redis_url
+                .clone()
+                .or(file.redis_url)
+                .filter(|u| !u.trim().is_empty()),
+            login_captcha: self
+                .login_captcha
+                .or(file.login_captcha)
+                .unwrap_or_default(),
+            password_min_length,
+            login_max_failures,
+            lockout: Duration::from_secs(
+                60 * self
+                    .lockout_minutes
+                    .or(file.lockout_minutes)
+                    .unwrap_or(DEFAULT_LOCKOUT_MINUTES)
+                    .max(1),
+            ),
+            password_hash_cost,
+            password_hash_concurrency: self
+                .password_hash_concurrency
+                .or(file.password_hash_concurrency)
+                .filter(|n| *n > 0),
+            cookie_secure: self.cookie_secure.or(file.cookie_secure).unwrap_or(true),
             bind: self.bind.or(file.bind).unwrap_or(defaults.bind),
             database_url: self
                 .database_url

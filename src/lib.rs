@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod model;
+pub mod png;
 pub mod ratelimit;
 pub mod service;
 pub mod store;

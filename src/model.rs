@@ -79,6 +79,61 @@ string_type!(
     "authentik_sub (1-255 printable characters)",
     |s| is_printable(s, 255) && s.trim() == s
 );
+/// A local account's login name. Unique without regard to case: it is
+/// lower-cased when parsed, so `Alice` and `alice` are one account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Username(String);
+
+impl Username {
+    /// 1-64 of letters, digits and `.`, `_`, `-`, `@`, starting with a letter or digit.
+    pub fn parse(value: impl Into<String>) -> Result<Self, ParseError> {
+        let value = value.into().to_lowercase();
+        let bytes = value.as_bytes();
+        let valid = matches!(bytes.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
+            && bytes.len() <= 64
+            && bytes
+                .iter()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'@'));
+        if valid {
+            Ok(Self(value))
+        } else {
+            Err(ParseError(
+                "invalid username (1-64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit)".into(),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The subject a local account's user gets when it has none from the
+    /// identity provider: the `local:` prefix keeps it apart from theirs.
+    pub fn local_subject(&self) -> AuthentikSub {
+        AuthentikSub::parse(format!("local:{}", self.0)).expect("a username makes a valid subject")
+    }
+}
+
+impl TryFrom<String> for Username {
+    type Error = ParseError;
+    fn try_from(value: String) -> Result<Self, ParseError> {
+        Self::parse(value)
+    }
+}
+
+impl From<Username> for String {
+    fn from(value: Username) -> String {
+        value.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 string_type!(
     /// What kind of thing a scope is (`org`, `project`, `site`...).
     ScopeType,
@@ -587,5 +642,73 @@ mod tests {
         assert!(Origin::normalize("http://localhost:5173").is_ok());
         assert!(Origin::normalize("admin.example.org").is_err());
         assert!(Origin::normalize("https://a.org/path").is_err());
+    }
+}
+
+/// A local account (username and password) and the user it signs in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAccount {
+    pub user_id: UserId,
+    pub username: Username,
+    pub subject: AuthentikSub,
+    pub password_hash: String,
+    pub must_change_password: bool,
+    pub sealed_totp_secret: Option<String>,
+    pub sealed_pending_totp_secret: Option<String>,
+    pub is_active: bool,
+    pub created_at: OffsetDateTime,
+}
+
+impl LocalAccount {
+    pub fn totp_enabled(&self) -> bool {
+        self.sealed_totp_secret.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(pub Uuid);
+
+impl SessionId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A signed-in session: what refresh tokens renew and access tokens name (`sid`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_used_at: OffsetDateTime,
+    /// Renewal moves this forward, never past `absolute_expires_at`.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub absolute_expires_at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl Session {
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
     }
 }

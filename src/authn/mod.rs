@@ -2,7 +2,11 @@
 //! and the shared secrets of service-to-service routes.
 
 pub mod api_key;
+pub mod captcha;
 pub mod internal;
+pub mod password;
 mod secret;
+pub mod tokens;
+pub mod totp;
 
 pub use secret::Secret;

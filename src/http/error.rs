@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::middleware::current_request_id;
 use crate::service::ServiceError;
+use crate::service::auth::AuthError;
 use crate::service::clients::ClientAuthError;
 
 #[derive(Debug)]
@@ -66,6 +67,16 @@ impl ApiError {
             "internal_error",
             "internal error",
         )
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
     }
 
     pub fn status(&self) -> StatusCode {
@@ -136,6 +147,58 @@ impl From<ClientAuthError> for ApiError {
             }
             ClientAuthError::RateLimited { retry_after } => Self::rate_limited(retry_after),
             ClientAuthError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let message = e.to_string();
+        let unauthorized = |code| Self::unauthorized(code, message.clone());
+        match e {
+            AuthError::InvalidCredentials => unauthorized("invalid_credentials"),
+            AuthError::Locked { retry_after } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", message)
+                    .with_retry_after(retry_after)
+            }
+            AuthError::CaptchaRequired => {
+                Self::new(StatusCode::BAD_REQUEST, "captcha_required", message)
+            }
+            AuthError::CaptchaInvalid => {
+                Self::new(StatusCode::BAD_REQUEST, "captcha_invalid", message)
+            }
+            AuthError::MfaTokenInvalid => unauthorized("invalid_mfa_token"),
+            AuthError::InvalidCode => unauthorized("invalid_code"),
+            AuthError::InvalidToken => unauthorized("invalid_token"),
+            AuthError::TokenExpired => unauthorized("token_expired"),
+            AuthError::SessionEnded => unauthorized("session_revoked"),
+            AuthError::RefreshReused => unauthorized("refresh_token_reused"),
+            AuthError::Policy(violation) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, violation.code(), message)
+                    .with_field("password")
+            }
+            AuthError::WrongPassword => Self::new(StatusCode::FORBIDDEN, "wrong_password", message),
+            AuthError::PasswordChangeRequired => {
+                Self::new(StatusCode::FORBIDDEN, "password_change_required", message)
+            }
+            AuthError::TotpAlreadyEnabled => {
+                Self::new(StatusCode::CONFLICT, "totp_already_enabled", message)
+            }
+            AuthError::TotpNotEnabled => {
+                Self::new(StatusCode::CONFLICT, "totp_not_enabled", message)
+            }
+            AuthError::TotpNotEnrolling => {
+                Self::new(StatusCode::CONFLICT, "totp_not_enrolling", message)
+            }
+            AuthError::NoAccount => Self::not_found("account_not_found", message),
+            AuthError::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+                .with_retry_after(Duration::from_secs(1)),
+            AuthError::Service(ServiceError::Conflict("account")) => Self::new(
+                StatusCode::CONFLICT,
+                "account_exists",
+                "an account with this username (or for this user) already exists",
+            ),
+            AuthError::Service(e) => e.into(),
         }
     }
 }

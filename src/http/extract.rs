@@ -13,7 +13,9 @@ use super::AppState;
 use super::error::ApiError;
 use crate::authn::Secret;
 use crate::model::ApiClient;
+use crate::service::auth::{AuthError, ClientInfo, Principal};
 use crate::service::clients::{ClientRequest, Freshness};
+use subtle::ConstantTimeEq;
 
 /// A JSON body parsed into `T`. Malformed JSON is 400; a missing, unknown or
 /// ill-typed field is 422 and names the field; a body over the limit is 413.
@@ -292,5 +294,110 @@ mod tests {
             Some("authentik_sub")
         );
         assert_eq!(missing_field_name("invalid type: integer"), None);
+    }
+}
+
+pub const ACCESS_COOKIE: &str = "memberd_access";
+pub const REFRESH_COOKIE: &str = "memberd_refresh";
+pub const CSRF_COOKIE: &str = "memberd_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Routes a signed-in user may call while an administrator's password reset
+/// awaits their own new password.
+const ALLOWED_BEFORE_PASSWORD_CHANGE: &[&str] = &["/auth/password", "/auth/logout", "/me"];
+
+/// A user signed in with one of memberd's access tokens (as a bearer token,
+/// or the session cookie of the browser console), whose session is active.
+///
+/// A cookie travels with every request the browser makes, also those a
+/// hostile page triggers; so a state-changing request authenticated by the
+/// cookie must repeat the CSRF cookie's value in `X-CSRF-Token`, which only
+/// pages of memberd's own origin can read (double-submit, on top of
+/// `SameSite=Strict`).
+pub struct SignedIn(pub Principal);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let token = match bearer {
+            Some(token) => token,
+            None => {
+                let token = cookie(&parts.headers, ACCESS_COOKIE).ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "missing_token",
+                        "send Authorization: Bearer <access token>",
+                    )
+                })?;
+                if !parts.method.is_safe() {
+                    let sent = parts
+                        .headers
+                        .get(CSRF_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let expected = cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
+                    let matches: bool = sent.as_bytes().ct_eq(expected.as_bytes()).into();
+                    if expected.is_empty() || !matches {
+                        return Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "csrf_failed",
+                            "X-CSRF-Token must repeat the memberd_csrf cookie",
+                        ));
+                    }
+                }
+                token
+            }
+        };
+        let principal = state.auth.authenticate(token).await?;
+        if principal.claims.pwd_change
+            && !ALLOWED_BEFORE_PASSWORD_CHANGE.contains(&parts.uri.path())
+        {
+            return Err(AuthError::PasswordChangeRequired.into());
+        }
+        Ok(SignedIn(principal))
+    }
+}
+
+/// Who the caller is, for sessions and throttling.
+pub fn client_info(parts: &Parts, state: &AppState) -> ClientInfo {
+    ClientInfo {
+        ip: caller_ip(parts, state).map(|ip| ip.to_string()),
+        user_agent: parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+/// The caller's address and user agent, as an extractor.
+pub struct Client(pub ClientInfo);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Client(client_info(parts, state)))
     }
 }

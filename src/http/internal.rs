@@ -30,7 +30,12 @@ async fn upsert_by_sub(
     State(state): State<AppState>,
     JsonBody(upsert): JsonBody<UserUpsert>,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(state.directory.upsert_user(&upsert).await?))
+    let user = state.directory.upsert_user(&upsert).await?;
+    if !user.is_active {
+        // A disabled user is signed out everywhere.
+        state.auth.sessions().revoke_all(user.id).await?;
+    }
+    Ok(Json(user))
 }
 
 /// Changes whenever the user's snapshot may have: the user's revision moves

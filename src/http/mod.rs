@@ -1,6 +1,8 @@
 //! The HTTP interface: routing, extractors, one file per route group.
 
+mod accounts;
 mod admin;
+mod auth;
 mod authzen;
 mod decisions;
 pub mod error;
@@ -19,6 +21,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::authn::internal::InternalSecrets;
 use crate::config::Settings;
 use crate::service::access::Engine;
+use crate::service::auth::Auth;
 use crate::service::clients::ClientAuthenticator;
 use crate::service::directory::Directory;
 use crate::store::Store;
@@ -33,6 +36,7 @@ pub struct AppState {
     pub engine: Engine,
     pub client_auth: ClientAuthenticator,
     pub internal_secrets: Arc<InternalSecrets>,
+    pub auth: Auth,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,6 +48,8 @@ pub fn router(state: AppState) -> Router {
         .merge(roles::routes())
         .merge(decisions::routes())
         .merge(authzen::routes())
+        .merge(auth::routes())
+        .merge(accounts::routes())
         .fallback(|| async { ApiError::not_found("route_not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -2,9 +2,11 @@
 //! keeps things (store). Handlers and commands call these; these call the store.
 
 pub mod access;
+pub mod auth;
 pub mod casbin;
 pub mod clients;
 pub mod directory;
+pub mod sessions;
 
 use crate::store::StoreError;
 

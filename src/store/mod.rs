@@ -17,8 +17,10 @@
 
 mod clients;
 mod import;
+mod login;
 mod roles;
 mod rows;
+mod sessions;
 mod users;
 
 use std::str::FromStr;
@@ -33,6 +35,8 @@ use time::OffsetDateTime;
 
 use crate::model::{Grant, Revision, User, UserId};
 
+pub use login::{Attempt, ThrottleState};
+pub use sessions::RefreshOutcome;
 pub use users::ChangesSince;
 
 #[derive(Debug, thiserror::Error)]

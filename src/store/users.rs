@@ -77,6 +77,15 @@ impl Store {
         row.map(User::try_from).transpose()
     }
 
+    pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        let row: Option<UserRow> = on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await?);
+        row.map(User::try_from).transpose()
+    }
+
     /// Creates the user or updates the fields given. Safe under concurrent
     /// calls for one subject: the unique subject and `ON CONFLICT` make the
     /// second caller update the row the first one created.

@@ -1,0 +1,246 @@
+//! Local accounts and sessions, for administrators (`/admin`, an API
+//! client) and for other services (`/internal/sessions`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{session_id, session_json};
+use super::error::ApiError;
+use super::extract::{AdminCaller, InternalCaller, JsonBody, path_param};
+use crate::authn::Secret;
+use crate::model::{AuthentikSub, DisplayName, Email, LocalAccount, UserId, Username};
+use crate::service::auth::NewAccount;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/accounts", get(list_accounts).post(create_account))
+        .route("/admin/accounts/{username}", get(get_account))
+        .route("/admin/accounts/{username}/disable", post(disable_account))
+        .route("/admin/accounts/{username}/enable", post(enable_account))
+        .route("/admin/accounts/{username}/password", post(reset_password))
+        .route("/admin/accounts/{username}/totp/reset", post(reset_totp))
+        .route(
+            "/admin/users/{authentik_sub}/sessions",
+            get(user_sessions).delete(revoke_user_sessions),
+        )
+        .route(
+            "/admin/users/{authentik_sub}/sessions/{id}",
+            delete(revoke_user_session),
+        )
+        .route("/internal/sessions/{id}", get(session_status))
+}
+
+fn account_json(account: &LocalAccount) -> Value {
+    json!({
+        "username": account.username,
+        "user_id": account.user_id,
+        "authentik_sub": account.subject,
+        "is_active": account.is_active,
+        "totp_enabled": account.totp_enabled(),
+        "must_change_password": account.must_change_password,
+        "created_at": account.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+    })
+}
+
+fn username(raw: String) -> Result<Username, ApiError> {
+    path_param("username", raw, Username::parse)
+}
+
+async fn list_accounts(
+    _: AdminCaller,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let accounts: Vec<Value> = state
+        .auth
+        .accounts()
+        .await?
+        .iter()
+        .map(account_json)
+        .collect();
+    Ok(Json(json!({ "accounts": accounts })))
+}
+
+async fn get_account(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(account_json(
+        &state.auth.account(&username(raw)?).await?,
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAccount {
+    username: Username,
+    password: Secret,
+    #[serde(default)]
+    authentik_sub: Option<AuthentikSub>,
+    #[serde(default)]
+    email: Option<Email>,
+    #[serde(default)]
+    display_name: Option<DisplayName>,
+    /// Holds the built-in admin role.
+    #[serde(default)]
+    admin: bool,
+    /// The user must choose their own password at first login [default: true].
+    #[serde(default = "yes")]
+    must_change_password: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn create_account(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateAccount>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let account = state
+        .auth
+        .create_account(NewAccount {
+            username: body.username,
+            password: body.password,
+            subject: body.authentik_sub,
+            email: body.email,
+            display_name: body.display_name,
+            must_change_password: body.must_change_password,
+            admin: body.admin,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(account_json(&account))))
+}
+
+async fn disable_account(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.set_active(&username(raw)?, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn enable_account(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.set_active(&username(raw)?, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetPassword {
+    password: Secret,
+}
+
+async fn reset_password(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<ResetPassword>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .auth
+        .reset_password(&username(raw)?, body.password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn reset_totp(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.totp_reset(&username(raw)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn user_id(state: &AppState, raw: String) -> Result<UserId, ApiError> {
+    let sub = path_param("authentik_sub", raw, AuthentikSub::parse)?;
+    state
+        .store
+        .user_by_sub(&sub)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map(|u| u.id)
+        .ok_or_else(|| ApiError::not_found("user_not_found", "no user with this authentik_sub"))
+}
+
+async fn user_sessions(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = user_id(&state, raw).await?;
+    let sessions = state
+        .auth
+        .sessions()
+        .list(user, time::OffsetDateTime::now_utc())
+        .await?;
+    let sessions: Vec<Value> = sessions.iter().map(|s| session_json(s, None)).collect();
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+async fn revoke_user_sessions(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = user_id(&state, raw).await?;
+    let revoked = state.auth.sessions().revoke_all(user).await?;
+    Ok(Json(json!({ "revoked": revoked })))
+}
+
+async fn revoke_user_session(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path((raw, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let user = user_id(&state, raw).await?;
+    if state
+        .auth
+        .sessions()
+        .revoke(session_id(id)?, Some(user))
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "session_not_found",
+            "no such session of this user",
+        ))
+    }
+}
+
+/// Whether a session (an access token's `sid`) is still active, for services
+/// that verify memberd's tokens themselves and want to honour revocations.
+async fn session_status(
+    _: InternalCaller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = session_id(id)?;
+    let session = state
+        .auth
+        .sessions()
+        .active(id, time::OffsetDateTime::now_utc())
+        .await?;
+    Ok(Json(match session {
+        Some(s) => json!({
+            "sid": id,
+            "active": true,
+            "user_id": s.user_id,
+            "expires_at": s.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        }),
+        None => json!({ "sid": id, "active": false }),
+    }))
+}

@@ -1,0 +1,420 @@
+//! memberd's own login under `/auth`, `/me`, and the documents that let
+//! other services verify memberd's tokens (`/.well-known/*`).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{
+    ACCESS_COOKIE, CSRF_COOKIE, Client, JsonBody, REFRESH_COOKIE, SignedIn, cookie, path_param,
+};
+use crate::authn::Secret;
+use crate::authn::tokens::opaque_token;
+use crate::model::{Session, SessionId};
+use crate::service::auth::{LoginOutcome, LoginRequest, TokenResponse};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/captcha", get(captcha))
+        .route("/auth/login", post(login))
+        .route("/auth/login/totp", post(login_totp))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .route("/auth/password", post(change_password))
+        .route("/auth/sessions", get(my_sessions))
+        .route("/auth/sessions/{id}", delete(revoke_my_session))
+        .route("/auth/totp/enroll", post(totp_enroll))
+        .route("/auth/totp/confirm", post(totp_confirm))
+        .route("/auth/totp/disable", post(totp_disable))
+        .route("/me", get(me))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+}
+
+async fn captcha(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (captcha_id, image) = state.auth.new_captcha().await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "captcha_id": captcha_id, "image": image })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: Secret,
+    #[serde(default)]
+    captcha_id: Option<String>,
+    #[serde(default)]
+    captcha_answer: Option<String>,
+    /// Answer with session cookies (the browser console) instead of tokens in the body.
+    #[serde(default)]
+    use_cookies: bool,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> Result<Response, ApiError> {
+    let request = LoginRequest {
+        username: body.username,
+        password: body.password,
+        captcha_id: body.captcha_id,
+        captcha_answer: body.captcha_answer,
+    };
+    match state.auth.login(request, &client).await? {
+        LoginOutcome::Tokens(tokens) => Ok(token_response(&state, tokens, body.use_cookies)),
+        LoginOutcome::MfaRequired { mfa_token } => Ok((
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(json!({ "mfa_required": true, "mfa_token": mfa_token.expose() })),
+        )
+            .into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpLoginBody {
+    mfa_token: Secret,
+    code: String,
+    #[serde(default)]
+    use_cookies: bool,
+}
+
+async fn login_totp(
+    State(state): State<AppState>,
+    Client(client): Client,
+    JsonBody(body): JsonBody<TotpLoginBody>,
+) -> Result<Response, ApiError> {
+    let tokens = state
+        .auth
+        .login_totp(body.mfa_token, &body.code, &client)
+        .await?;
+    Ok(token_response(&state, tokens, body.use_cookies))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    #[serde(default)]
+    refresh_token: Option<Secret>,
+    #[serde(default)]
+    use_cookies: bool,
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<RefreshBody>,
+) -> Result<Response, ApiError> {
+    let (token, cookies) = match body.refresh_token {
+        Some(token) => (token, body.use_cookies),
+        None => {
+            let from_cookie = cookie(&headers, REFRESH_COOKIE).ok_or_else(|| {
+                ApiError::invalid_field("refresh_token", "refresh_token is required")
+            })?;
+            (Secret::new(from_cookie), true)
+        }
+    };
+    let tokens = state.auth.refresh(token).await?;
+    Ok(token_response(&state, tokens, cookies))
+}
+
+fn set_cookie(
+    response: &mut Response,
+    state: &AppState,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: u64,
+    http_only: bool,
+) {
+    let mut cookie = format!("{name}={value}; Path={path}; Max-Age={max_age}; SameSite=Strict");
+    if http_only {
+        cookie.push_str("; HttpOnly");
+    }
+    if state.settings.cookie_secure {
+        cookie.push_str("; Secure");
+    }
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// Tokens in the body (the OAuth 2.0 token response), or as cookies with a
+/// CSRF token in the body for the browser console.
+fn token_response(state: &AppState, tokens: TokenResponse, cookies: bool) -> Response {
+    let no_store = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::PRAGMA, "no-cache"),
+    ];
+    if !cookies {
+        return (no_store, Json(tokens)).into_response();
+    }
+    let csrf = opaque_token("");
+    let settings = state.auth.settings();
+    let mut response = (
+        no_store,
+        Json(json!({
+            "token_type": "cookie",
+            "expires_in": tokens.expires_in,
+            "csrf_token": csrf.expose(),
+            "password_change_required": tokens.password_change_required,
+        })),
+    )
+        .into_response();
+    let access_age = settings.access_ttl.as_secs();
+    let session_age = settings.session_max.as_secs();
+    set_cookie(
+        &mut response,
+        state,
+        ACCESS_COOKIE,
+        &tokens.access_token,
+        "/",
+        access_age,
+        true,
+    );
+    set_cookie(
+        &mut response,
+        state,
+        REFRESH_COOKIE,
+        &tokens.refresh_token,
+        "/auth",
+        session_age,
+        true,
+    );
+    set_cookie(
+        &mut response,
+        state,
+        CSRF_COOKIE,
+        csrf.expose(),
+        "/",
+        session_age,
+        false,
+    );
+    response
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    SignedIn(principal): SignedIn,
+) -> Result<Response, ApiError> {
+    state.auth.logout(&principal).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    for (name, path) in [
+        (ACCESS_COOKIE, "/"),
+        (REFRESH_COOKIE, "/auth"),
+        (CSRF_COOKIE, "/"),
+    ] {
+        set_cookie(
+            &mut response,
+            &state,
+            name,
+            "",
+            path,
+            0,
+            name != CSRF_COOKIE,
+        );
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: Secret,
+    new_password: Secret,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    SignedIn(principal): SignedIn,
+    JsonBody(body): JsonBody<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .auth
+        .change_password(&principal, body.current_password, body.new_password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A session as its owner or an administrator sees it.
+pub fn session_json(session: &Session, current: Option<SessionId>) -> Value {
+    let mut out = json!({
+        "id": session.id,
+        "created_at": rfc3339(session.created_at),
+        "last_used_at": rfc3339(session.last_used_at),
+        "expires_at": rfc3339(session.expires_at),
+        "ip": session.ip,
+        "user_agent": session.user_agent,
+    });
+    if let Some(current) = current {
+        out["current"] = (current == session.id).into();
+    }
+    out
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+async fn my_sessions(
+    State(state): State<AppState>,
+    SignedIn(principal): SignedIn,
+) -> Result<Json<Value>, ApiError> {
+    let sessions = state
+        .auth
+        .sessions()
+        .list(principal.user_id, time::OffsetDateTime::now_utc())
+        .await?;
+    let sessions: Vec<Value> = sessions
+        .iter()
+        .map(|s| session_json(s, Some(principal.session_id)))
+        .collect();
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+pub fn session_id(raw: String) -> Result<SessionId, ApiError> {
+    path_param("id", raw, |s| s.parse::<uuid::Uuid>().map(SessionId))
+}
+
+async fn revoke_my_session(
+    State(state): State<AppState>,
+    SignedIn(principal): SignedIn,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = session_id(id)?;
+    if state
+        .auth
+        .sessions()
+        .revoke(id, Some(principal.user_id))
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "session_not_found",
+            "no such session of yours",
+        ))
+    }
+}
+
+async fn totp_enroll(
+    State(state): State<AppState>,
+    SignedIn(principal): SignedIn,
+) -> Result<Response, ApiError> {
+    let enrolment = state.auth.totp_enroll(&principal).await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({
+            "secret": enrolment.secret,
+            "otpauth_uri": enrolment.otpauth_uri,
+            "qr_png": enrolment.qr_png,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    code: String,
+}
+
+async fn totp_confirm(
+    State(state): State<AppState>,
+    SignedIn(principal): SignedIn,
+    JsonBody(body): JsonBody<CodeBody>,
+) -> Result<Response, ApiError> {
+    let codes = state.auth.totp_confirm(&principal, &body.code).await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "recovery_codes": codes })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpDisableBody {
+    password: Secret,
+    code: String,
+}
+
+async fn totp_disable(
+    State(state): State<AppState>,
+    SignedIn(principal): SignedIn,
+    JsonBody(body): JsonBody<TotpDisableBody>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .auth
+        .totp_disable(&principal, body.password, &body.code)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(
+    State(state): State<AppState>,
+    SignedIn(principal): SignedIn,
+) -> Result<Json<Value>, ApiError> {
+    let account = state
+        .store
+        .account_by_user(principal.user_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let user = state
+        .store
+        .user_by_id(principal.user_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::unauthorized("session_revoked", "the user no longer exists"))?;
+    let mut out = json!({
+        "user": user,
+        "session_id": principal.session_id,
+        "roles": principal.claims.roles,
+        "password_change_required": principal.claims.pwd_change,
+    });
+    if let Some(account) = account {
+        out["username"] = account.username.as_str().into();
+        out["totp_enabled"] = account.totp_enabled().into();
+    }
+    Ok(Json(out))
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let ring = state.auth.key_ring();
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(ring.jwks().clone()),
+    )
+        .into_response()
+}
+
+async fn openid_configuration(State(state): State<AppState>) -> Json<Value> {
+    let ring = state.auth.key_ring();
+    let issuer = ring.issuer();
+    Json(json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "token_endpoint": format!("{issuer}/auth/login"),
+        "userinfo_endpoint": format!("{issuer}/me"),
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "subject_types_supported": ["public"],
+        "response_types_supported": ["token"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "grant_types_supported": ["password", "refresh_token"],
+    }))
+}

@@ -1,0 +1,313 @@
+//! Where sessions live: the database by default, Redis when configured (so
+//! that several instances share them, and they expire by TTL). Both answer
+//! the same questions and pass the same test suite.
+
+use redis::aio::ConnectionManager;
+use time::OffsetDateTime;
+
+use super::ServiceError;
+use crate::model::{Session, SessionId, UserId};
+use crate::store::{RefreshOutcome, Store};
+
+#[derive(Clone)]
+pub enum SessionStore {
+    Database(Store),
+    Redis(RedisSessions),
+}
+
+impl SessionStore {
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Database(_) => "database",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn create(
+        &self,
+        session: &Session,
+        refresh_digest: &str,
+    ) -> Result<(), ServiceError> {
+        match self {
+            Self::Database(store) => Ok(store.insert_session(session, refresh_digest).await?),
+            Self::Redis(redis) => redis.create(session, refresh_digest).await,
+        }
+    }
+
+    /// The session if it exists and is active at `at`.
+    pub async fn active(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+    ) -> Result<Option<Session>, ServiceError> {
+        let session = match self {
+            Self::Database(store) => store.session(id).await?,
+            Self::Redis(redis) => redis.get(id).await?,
+        };
+        Ok(session.filter(|s| s.is_active(at)))
+    }
+
+    pub async fn list(
+        &self,
+        user_id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<Vec<Session>, ServiceError> {
+        match self {
+            Self::Database(store) => Ok(store.sessions_of(user_id, at).await?),
+            Self::Redis(redis) => redis.list(user_id, at).await,
+        }
+    }
+
+    pub async fn refresh(
+        &self,
+        old_digest: &str,
+        new_digest: &str,
+        at: OffsetDateTime,
+        idle_until: OffsetDateTime,
+    ) -> Result<RefreshOutcome, ServiceError> {
+        match self {
+            Self::Database(store) => Ok(store
+                .refresh_session(old_digest, new_digest, at, idle_until)
+                .await?),
+            Self::Redis(redis) => redis.refresh(old_digest, new_digest, at, idle_until).await,
+        }
+    }
+
+    /// Revokes the session if `owner` (when given) holds it.
+    pub async fn revoke(&self, id: SessionId, owner: Option<UserId>) -> Result<bool, ServiceError> {
+        match self {
+            Self::Database(store) => Ok(store.revoke_session(id, owner).await?),
+            Self::Redis(redis) => redis.revoke(id, owner).await,
+        }
+    }
+
+    pub async fn revoke_all(&self, user_id: UserId) -> Result<u64, ServiceError> {
+        match self {
+            Self::Database(store) => Ok(store.revoke_sessions_of(user_id).await?),
+            Self::Redis(redis) => redis.revoke_all(user_id).await,
+        }
+    }
+}
+
+/// Sessions in Redis: `{prefix}session:{sid}` holds the session as JSON and
+/// expires with it; `{prefix}user:{uid}` is the set of a user's session ids;
+/// `{prefix}refresh:{digest}` is `sid|0` (current) or `sid|1` (spent).
+#[derive(Clone)]
+pub struct RedisSessions {
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+impl From<redis::RedisError> for ServiceError {
+    fn from(e: redis::RedisError) -> Self {
+        ServiceError::Internal(format!("redis: {e}"))
+    }
+}
+
+/// Spends a refresh token atomically: of two racing requests, one rotates
+/// and the other finds the token spent.
+const REFRESH_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return {'invalid', ''} end
+local sid = string.sub(v, 1, -3)
+local spent = string.sub(v, -1) == '1'
+local session_key = ARGV[2] .. sid
+local session = redis.call('GET', session_key)
+if not session then return {'invalid', ''} end
+if spent then
+  redis.call('DEL', session_key)
+  return {'reused', sid}
+end
+redis.call('SET', KEYS[1], sid .. '|1', 'KEEPTTL')
+redis.call('SET', KEYS[2], sid .. '|0', 'PX', ARGV[1])
+return {'rotated', session}
+";
+
+fn millis_until(at: OffsetDateTime, until: OffsetDateTime) -> i64 {
+    ((until - at).whole_milliseconds() as i64).max(1)
+}
+
+impl RedisSessions {
+    pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, ServiceError> {
+        let client = redis::Client::open(url)?;
+        let connection = client.get_connection_manager().await?;
+        Ok(Self {
+            connection,
+            prefix: prefix.into(),
+        })
+    }
+
+    fn session_key(&self, id: SessionId) -> String {
+        format!("{}session:{id}", self.prefix)
+    }
+
+    fn user_key(&self, user_id: UserId) -> String {
+        format!("{}user:{}", self.prefix, user_id.0)
+    }
+
+    fn refresh_key(&self, digest: &str) -> String {
+        format!("{}refresh:{digest}", self.prefix)
+    }
+
+    async fn put(&self, session: &Session, at: OffsetDateTime) -> Result<(), ServiceError> {
+        let json =
+            serde_json::to_string(session).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let mut conn = self.connection.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.session_key(session.id))
+            .arg(json)
+            .arg("PX")
+            .arg(millis_until(at, session.expires_at))
+            .ignore()
+            .cmd("SADD")
+            .arg(self.user_key(session.user_id))
+            .arg(session.id.to_string())
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn create(&self, session: &Session, refresh_digest: &str) -> Result<(), ServiceError> {
+        self.put(session, session.created_at).await?;
+        let mut conn = self.connection.clone();
+        redis::cmd("SET")
+            .arg(self.refresh_key(refresh_digest))
+            .arg(format!("{}|0", session.id))
+            .arg("PX")
+            .arg(millis_until(
+                session.created_at,
+                session.absolute_expires_at,
+            ))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, ServiceError> {
+        let mut conn = self.connection.clone();
+        let json: Option<String> = redis::cmd("GET")
+            .arg(self.session_key(id))
+            .query_async(&mut conn)
+            .await?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| ServiceError::Internal(e.to_string())))
+            .transpose()
+    }
+
+    async fn list(
+        &self,
+        user_id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<Vec<Session>, ServiceError> {
+        let mut conn = self.connection.clone();
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.user_key(user_id))
+            .query_async(&mut conn)
+            .await?;
+        let mut sessions = Vec::new();
+        for raw in ids {
+            let id = raw.parse().map(SessionId).ok();
+            match id {
+                Some(id) => match self.get(id).await? {
+                    Some(s) if s.is_active(at) => sessions.push(s),
+                    _ => self.forget(user_id, &raw).await?,
+                },
+                None => self.forget(user_id, &raw).await?,
+            }
+        }
+        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(sessions)
+    }
+
+    async fn forget(&self, user_id: UserId, raw_id: &str) -> Result<(), ServiceError> {
+        let mut conn = self.connection.clone();
+        redis::cmd("SREM")
+            .arg(self.user_key(user_id))
+            .arg(raw_id)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn refresh(
+        &self,
+        old_digest: &str,
+        new_digest: &str,
+        at: OffsetDateTime,
+        idle_until: OffsetDateTime,
+    ) -> Result<RefreshOutcome, ServiceError> {
+        let mut conn = self.connection.clone();
+        let (verdict, value): (String, String) = redis::Script::new(REFRESH_SCRIPT)
+            .key(self.refresh_key(old_digest))
+            .key(self.refresh_key(new_digest))
+            // The new token lives as long as the session can.
+            .arg(i64::MAX / 4)
+            .arg(format!("{}session:", self.prefix))
+            .invoke_async(&mut conn)
+            .await?;
+        match verdict.as_str() {
+            "rotated" => {
+                let session: Session = serde_json::from_str(&value)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                if !session.is_active(at) {
+                    return Ok(RefreshOutcome::Invalid);
+                }
+                let session = Session {
+                    last_used_at: at,
+                    expires_at: idle_until.min(session.absolute_expires_at),
+                    ..session
+                };
+                self.put(&session, at).await?;
+                redis::cmd("PEXPIRE")
+                    .arg(self.refresh_key(new_digest))
+                    .arg(millis_until(at, session.absolute_expires_at))
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                Ok(RefreshOutcome::Rotated(session))
+            }
+            "reused" => Ok(RefreshOutcome::Reused(SessionId(value.parse().map_err(
+                |_| ServiceError::Internal("redis: malformed session id".into()),
+            )?))),
+            _ => Ok(RefreshOutcome::Invalid),
+        }
+    }
+
+    async fn revoke(&self, id: SessionId, owner: Option<UserId>) -> Result<bool, ServiceError> {
+        let Some(session) = self.get(id).await? else {
+            return Ok(false);
+        };
+        if owner.is_some_and(|o| o != session.user_id) {
+            return Ok(false);
+        }
+        let mut conn = self.connection.clone();
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(self.session_key(id))
+            .query_async(&mut conn)
+            .await?;
+        self.forget(session.user_id, &id.to_string()).await?;
+        Ok(deleted == 1)
+    }
+
+    async fn revoke_all(&self, user_id: UserId) -> Result<u64, ServiceError> {
+        let mut conn = self.connection.clone();
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.user_key(user_id))
+            .query_async(&mut conn)
+            .await?;
+        let mut revoked = 0;
+        for raw in ids {
+            let deleted: i64 = redis::cmd("DEL")
+                .arg(format!("{}session:{raw}", self.prefix))
+                .query_async(&mut conn)
+                .await?;
+            revoked += deleted as u64;
+        }
+        redis::cmd("DEL")
+            .arg(self.user_key(user_id))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(revoked)
+    }
+}
