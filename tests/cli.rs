@@ -20,6 +20,8 @@ fn memberd(db: &TestDb) -> Command {
         .env_remove("MEMBERD_INTERNAL_SECRETS")
         .env_remove("MEMBERD_CONFIG")
         .env_remove("MEMBERD_ENVIRONMENT")
+        .env_remove("MEMBERD_REDIS_URL")
+        .env_remove("MEMBERD_KEY_ENCRYPTION_KEY")
         .env("MEMBERD_DATABASE_URL", &db.url);
     command
 }
@@ -380,4 +382,120 @@ async fn unknown_config_keys_are_errors() {
     let output = run(serve);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("bnid"));
+}
+
+/// `memberd admin create` with the password on standard input.
+fn admin_create(db: &TestDb, username: &str, password: &str) -> Output {
+    use std::io::Write as _;
+    let mut command = memberd(db);
+    command
+        .args([
+            "admin",
+            "create",
+            "--username",
+            username,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("running memberd admin create");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+async fn operator_walkthrough(backend: common::Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let weak = admin_create(&db, "root", "password123");
+    assert!(!weak.status.success());
+    let stderr = String::from_utf8_lossy(&weak.stderr);
+    assert!(stderr.contains("password_too_short"), "{stderr}");
+    let common = admin_create(&db, "root", "1qaz2wsx3edc");
+    assert!(String::from_utf8_lossy(&common.stderr).contains("password_too_common"));
+
+    let created = admin_create(&db, "Root", "a long operator passphrase");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(String::from_utf8_lossy(&created.stdout).contains("created operator root"));
+    let twice = admin_create(&db, "root", "a long operator passphrase");
+    assert!(!twice.status.success());
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("already exists"));
+
+    let server = Server::start(&db);
+    let http = reqwest::Client::new();
+    let tokens: Value = http
+        .post(server.url("/auth/login"))
+        .json(&json!({"username": "root", "password": "a long operator passphrase"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me: Value = http
+        .get(server.url("/me"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["admin"]), "{me}");
+    assert!(
+        !server.log().contains("a long operator passphrase"),
+        "passwords never reach the log"
+    );
+
+    let mut rotate = memberd(&db);
+    rotate.args(["keys", "rotate"]);
+    let rotated = run(rotate);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let mut list = memberd(&db);
+    list.args(["keys", "list"]);
+    let listed = String::from_utf8_lossy(&run(list).stdout).to_string();
+    assert_eq!(listed.lines().count(), 3, "a header and two keys: {listed}");
+    // The token signed by the retired key still verifies.
+    let again = http
+        .get(server.url("/me"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    server.stop();
+}
+
+#[tokio::test]
+async fn operator_walkthrough_on_sqlite() {
+    operator_walkthrough(common::Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn operator_walkthrough_on_postgres() {
+    operator_walkthrough(common::Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn production_refuses_to_start_without_a_key_encryption_key() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
+    let mut serve = memberd(&db);
+    serve
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("MEMBERD_ENVIRONMENT", "production")
+        .env("MEMBERD_INTERNAL_SECRETS", "a-production-secret-0123456789");
+    let output = run(serve);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("MEMBERD_KEY_ENCRYPTION_KEY"));
 }

@@ -182,9 +182,8 @@ impl Store {
     }
 
     pub async fn set_pending_totp(&self, user_id: UserId, sealed: &str) -> Result<()> {
-        let updated =
-            on_pool!(self, |pool| {
-                sqlx::query(
+        let updated = on_pool!(self, |pool| {
+            sqlx::query(
             "UPDATE local_accounts SET totp_pending_secret = $2, updated_at = $3 WHERE user_id = $1"
         )
         .bind(user_id.0)
@@ -193,7 +192,7 @@ impl Store {
         .execute(pool)
         .await?
         .rows_affected()
-            });
+        });
         if updated == 1 {
             Ok(())
         } else {

@@ -293,3 +293,29 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Redis for the session-store tests, from `MEMBERD_TEST_REDIS_URL` (default
+/// the local server). `None` when it cannot be reached outside CI; under
+/// `CI=true` that is a failure.
+pub async fn redis_url() -> Option<String> {
+    let url =
+        std::env::var("MEMBERD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let reachable = match redis::Client::open(url.as_str()) {
+        Ok(client) => match client.get_multiplexed_async_connection().await {
+            Ok(mut conn) => redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        },
+        Err(_) => false,
+    };
+    match (reachable, in_ci()) {
+        (true, _) => Some(url),
+        (false, false) => {
+            eprintln!("skipping: Redis at {url} is unavailable");
+            None
+        }
+        (false, true) => panic!("Redis at {url} is required under CI"),
+    }
+}
