@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::authn::Secret;
 use crate::authn::api_key::generate_api_key;
+use crate::authn::frontend::FrontendTokens;
 use crate::authn::internal::{InternalSecrets, stored_digest};
 use crate::authn::password::{PasswordHasher, PasswordPolicy};
 use crate::authn::tokens::KeyEncryptionKey;
@@ -182,8 +183,16 @@ impl Application {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("loading the signing keys")?;
-        spawn_key_reloader(auth.clone());
+        spawn_maintenance(auth.clone());
+        let frontend_tokens = settings
+            .frontend_secret
+            .as_ref()
+            .map(|secret| FrontendTokens::new(secret, settings.frontend_cipher))
+            .transpose()
+            .context("MEMBERD_FRONTEND_SECRET")?
+            .map(Arc::new);
         let state = AppState {
+            frontend_tokens,
             auth,
             directory,
             engine,
@@ -224,16 +233,22 @@ impl Application {
     }
 }
 
-/// Picks up keys rotated by `memberd keys rotate` (another process) and drops
-/// retired keys from the JWKS once their tokens have expired.
-fn spawn_key_reloader(auth: Auth) {
+/// Picks up keys rotated by `memberd keys rotate` (another process), drops
+/// retired keys from the JWKS once their tokens have expired, and hourly
+/// deletes ended sessions and stale throttles.
+fn spawn_maintenance(auth: Auth) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(30));
         every.tick().await;
-        loop {
+        for tick in 1u64.. {
             every.tick().await;
             if let Err(e) = auth.reload_keys().await {
                 tracing::warn!(error = %e, "reloading signing keys failed");
+            }
+            if tick % 120 == 0 {
+                if let Err(e) = auth.prune().await {
+                    tracing::warn!(error = %e, "pruning sessions and throttles failed");
+                }
             }
         }
     });

@@ -12,7 +12,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::authn::Secret;
+use crate::authn::frontend::FrontendCipher;
 use crate::authn::password::{DEFAULT_MIN_PASSWORD_CHARS, HashCost, MAX_PASSWORD_CHARS};
+use crate::model::PathPattern;
 use crate::service::auth::CaptchaMode;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -68,6 +70,11 @@ pub struct Settings {
     pub password_hash_concurrency: Option<usize>,
     /// Whether session cookies carry `Secure` (turn off only for local http).
     pub cookie_secure: bool,
+    /// Shared with front ends that embed pages and pass the user in an encrypted token.
+    pub frontend_secret: Option<Secret>,
+    pub frontend_cipher: FrontendCipher,
+    /// Paths where the user routes answer without any token (as anonymous).
+    pub public_paths: Vec<PathPattern>,
 }
 
 impl Settings {
@@ -94,6 +101,9 @@ impl Settings {
             password_hash_cost: HashCost::default(),
             password_hash_concurrency: None,
             cookie_secure: true,
+            frontend_secret: None,
+            frontend_cipher: FrontendCipher::default(),
+            public_paths: Vec::new(),
         }
     }
 }
@@ -236,6 +246,27 @@ pub struct SettingsArgs {
         value_name = "BOOL"
     )]
     pub cookie_secure: Option<bool>,
+    /// Secret shared with embedding front ends (32 bytes for gcm, 64 for cbc-hmac-sha256; base64 or hex).
+    #[arg(
+        long,
+        env = "MEMBERD_FRONTEND_SECRET",
+        global = true,
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub frontend_secret: Option<String>,
+    /// How embedded tokens are encrypted [default: gcm].
+    #[arg(long, env = "MEMBERD_FRONTEND_CIPHER", global = true, value_enum)]
+    pub frontend_cipher: Option<FrontendCipher>,
+    /// Path (glob) where user routes need no token; repeat or separate with commas.
+    #[arg(
+        long = "public-path",
+        env = "MEMBERD_PUBLIC_PATHS",
+        global = true,
+        value_delimiter = ',',
+        value_name = "GLOB"
+    )]
+    pub public_paths: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +291,9 @@ struct FileSettings {
     argon2_iterations: Option<u32>,
     password_hash_concurrency: Option<usize>,
     cookie_secure: Option<bool>,
+    frontend_secret: Option<Secret>,
+    frontend_cipher: Option<FrontendCipher>,
+    public_paths: Option<Vec<String>>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -352,7 +386,27 @@ impl SettingsArgs {
             .or(file.key_encryption_key)
             .filter(|k| !k.expose().trim().is_empty());
 
+        let public_paths = flags_or_file(self.public_paths.clone(), file.public_paths)
+            .into_iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                PathPattern::parse(p.trim().to_owned())
+                    .with_context(|| format!("public path {p:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+
         Ok(Settings {
+            frontend_secret: self
+                .frontend_secret
+                .clone()
+                .map(Secret::new)
+                .or(file.frontend_secret)
+                .filter(|s| !s.expose().trim().is_empty()),
+            frontend_cipher: self
+                .frontend_cipher
+                .or(file.frontend_cipher)
+                .unwrap_or_default(),
+            public_paths,
             key_encryption_key,
             redis_url: self
                 .redis_url

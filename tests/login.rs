@@ -607,3 +607,135 @@ async fn tokens_of_another_issuer_or_tampered_are_refused() {
     let none = f.app.http.get(f.app.url("/me")).send().await.unwrap();
     assert_eq!(error_code(none).await, "missing_token");
 }
+
+mod embedded {
+    use super::*;
+    use memberd::authn::Secret;
+    use memberd::authn::frontend::{FrontendCipher, FrontendClaims, FrontendTokens};
+
+    async fn app_with(cipher: FrontendCipher, secret: &str, public: &[&str]) -> Option<Fixture> {
+        let secret = Secret::new(secret);
+        let public: Vec<_> = public
+            .iter()
+            .map(|p| memberd::model::PathPattern::parse(*p).unwrap())
+            .collect();
+        fixture(Sessions::Sqlite, move |s| {
+            s.frontend_secret = Some(secret);
+            s.frontend_cipher = cipher;
+            s.public_paths = public;
+        })
+        .await
+    }
+
+    async fn me_with(f: &Fixture, token: &str) -> reqwest::Response {
+        f.app
+            .http
+            .get(f.app.url("/me"))
+            .header("x-frontend-token", token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    fn sealed(secret: &str, cipher: FrontendCipher, sub: &str, exp: i64) -> String {
+        FrontendTokens::new(&Secret::new(secret), cipher)
+            .unwrap()
+            .seal(&FrontendClaims {
+                sub: sub.into(),
+                exp,
+            })
+    }
+
+    const GCM_SECRET: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    #[tokio::test]
+    async fn an_embedded_token_names_the_user_and_every_failure_looks_alike() {
+        let Some(f) = app_with(FrontendCipher::Gcm, GCM_SECRET, &[]).await else {
+            return;
+        };
+        f.app
+            .upsert(json!({"authentik_sub": "emb-1", "email": "e@example.org"}))
+            .await;
+        let later = now() as i64 + 300;
+        let token = sealed(GCM_SECRET, FrontendCipher::Gcm, "emb-1", later);
+        let me: Value = me_with(&f, &token).await.json().await.unwrap();
+        assert_eq!(me["source"], "embedded");
+        assert_eq!(me["user"]["authentik_sub"], "emb-1");
+        let by_query = f
+            .app
+            .http
+            .get(f.app.url(&format!("/me?frontend_token={token}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(by_query.status(), StatusCode::OK);
+
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        let other_key = "ff".repeat(32);
+        let failures = [
+            tampered,
+            sealed(GCM_SECRET, FrontendCipher::Gcm, "emb-1", now() as i64 - 1),
+            sealed(GCM_SECRET, FrontendCipher::Gcm, "nobody-here", later),
+            sealed(&other_key, FrontendCipher::Gcm, "emb-1", later),
+            "garbage".into(),
+        ];
+        for token in failures {
+            let response = me_with(&f, &token).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "invalid_token");
+            assert_eq!(body["error"]["message"], "the token is not valid");
+        }
+        f.app
+            .upsert(json!({"authentik_sub": "emb-1", "is_active": false}))
+            .await;
+        assert_eq!(
+            me_with(&f, &token).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "a disabled user"
+        );
+        let none = f.app.http.get(f.app.url("/me")).send().await.unwrap();
+        assert_eq!(error_code(none).await, "missing_token");
+    }
+
+    #[tokio::test]
+    async fn cbc_mode_takes_only_authenticated_tokens() {
+        let secret = "ab".repeat(64);
+        let Some(f) = app_with(FrontendCipher::CbcHmacSha256, &secret, &[]).await else {
+            return;
+        };
+        f.app.upsert(json!({"authentik_sub": "emb-2"})).await;
+        let later = now() as i64 + 300;
+        let good = sealed(&secret, FrontendCipher::CbcHmacSha256, "emb-2", later);
+        assert_eq!(me_with(&f, &good).await.status(), StatusCode::OK);
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let bytes = engine.decode(&good).unwrap();
+        let unmacked = engine.encode(&bytes[..bytes.len() - 32]);
+        assert_eq!(
+            me_with(&f, &unmacked).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[tokio::test]
+    async fn public_paths_answer_without_a_token() {
+        let Some(f) = app_with(FrontendCipher::Gcm, GCM_SECRET, &["/me"]).await else {
+            return;
+        };
+        let me: Value = f
+            .app
+            .http
+            .get(f.app.url("/me"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me, json!({"authenticated": false}));
+    }
+}

@@ -166,3 +166,50 @@ async fn revocation_respects_the_owner_and_can_take_them_all(f) {
 }
 
 }
+
+/// Pruning on the database: ended sessions, spent throttles, keys past their grace.
+async fn pruning(backend: Backend) {
+    let Some(db) = common::test_store(backend).await else {
+        return;
+    };
+    let f = Fixture {
+        sessions: SessionStore::Database(db.store.clone()),
+        store: db.store.clone(),
+        _db: db,
+    };
+    let alice = f.user("alice").await;
+    let at = now();
+    let old = f.session(alice, "r-old", at - Duration::days(3)).await;
+    let current = f.session(alice, "r-now", at).await;
+    assert_eq!(
+        f.store
+            .delete_sessions_ended_before(at - Duration::days(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(f.store.session(old.id).await.unwrap().is_none());
+    assert!(f.store.session(current.id).await.unwrap().is_some());
+
+    let t = at.unix_timestamp();
+    f.store
+        .reserve_attempt("user:old", t - 100_000, 900)
+        .await
+        .unwrap();
+    f.store
+        .reserve_attempt("user:recent", t, 900)
+        .await
+        .unwrap();
+    assert_eq!(f.store.prune_throttles(t - 50_000).await.unwrap(), 1);
+    assert_eq!(f.store.throttle("user:recent").await.unwrap().failures, 1);
+}
+
+#[tokio::test]
+async fn pruning_on_sqlite() {
+    pruning(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn pruning_on_postgres() {
+    pruning(Backend::Postgres).await;
+}

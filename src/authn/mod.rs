@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod captcha;
+pub mod frontend;
 pub mod internal;
 pub mod password;
 mod secret;

@@ -32,12 +32,12 @@ pub enum KeyError {
     Sign(String),
 }
 
-/// Decodes 32 key bytes written as base64 (standard or URL-safe, padded or
-/// not) or as hex.
+/// Decodes key bytes written as base64 (standard or URL-safe, padded or
+/// not) or, for 32- and 64-byte keys, as hex.
 pub fn decode_key_bytes(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
-    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return (0..32)
+    if matches!(text.len(), 64 | 128) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return (0..text.len() / 2)
             .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
             .collect();
     }

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{
-    ACCESS_COOKIE, CSRF_COOKIE, Client, JsonBody, REFRESH_COOKIE, SignedIn, cookie, path_param,
+    ACCESS_COOKIE, CSRF_COOKIE, Client, JsonBody, REFRESH_COOKIE, SignedIn, Viewer, cookie,
+    path_param,
 };
 use crate::authn::Secret;
 use crate::authn::tokens::opaque_token;
@@ -366,28 +367,41 @@ async fn totp_disable(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(
-    State(state): State<AppState>,
-    SignedIn(principal): SignedIn,
-) -> Result<Json<Value>, ApiError> {
-    let account = state
-        .store
-        .account_by_user(principal.user_id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+/// The caller: a signed-in session, a user named by an embedded token, or,
+/// on a public path, nobody (`{"authenticated": false}`).
+async fn me(State(state): State<AppState>, viewer: Viewer) -> Result<Json<Value>, ApiError> {
+    let principal = match viewer {
+        Viewer::Anonymous => return Ok(Json(json!({ "authenticated": false }))),
+        Viewer::Embedded(user) => {
+            return Ok(Json(json!({
+                "authenticated": true,
+                "source": "embedded",
+                "user": user,
+            })));
+        }
+        Viewer::Session(principal) => principal,
+    };
+    let internal = |e: crate::store::StoreError| ApiError::internal(&e);
     let user = state
         .store
         .user_by_id(principal.user_id)
         .await
-        .map_err(|e| ApiError::internal(&e))?
+        .map_err(internal)?
         .ok_or_else(|| ApiError::unauthorized("session_revoked", "the user no longer exists"))?;
     let mut out = json!({
+        "authenticated": true,
+        "source": "session",
         "user": user,
         "session_id": principal.session_id,
         "roles": principal.claims.roles,
         "password_change_required": principal.claims.pwd_change,
     });
-    if let Some(account) = account {
+    if let Some(account) = state
+        .store
+        .account_by_user(principal.user_id)
+        .await
+        .map_err(internal)?
+    {
         out["username"] = account.username.as_str().into();
         out["totp_enabled"] = account.totp_enabled().into();
     }

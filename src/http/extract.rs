@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::ApiError;
 use crate::authn::Secret;
-use crate::model::ApiClient;
+use crate::model::{ApiClient, AuthentikSub, User};
 use crate::service::auth::{AuthError, ClientInfo, Principal};
 use crate::service::clients::{ClientRequest, Freshness};
 use subtle::ConstantTimeEq;
@@ -400,4 +400,71 @@ impl FromRequestParts<AppState> for Client {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         Ok(Client(client_info(parts, state)))
     }
+}
+
+pub const FRONTEND_TOKEN_HEADER: &str = "x-frontend-token";
+pub const FRONTEND_TOKEN_QUERY: &str = "frontend_token";
+
+/// Who is looking, on user routes such as `/me`: a signed-in session, a user
+/// passed by an embedding front end in an encrypted token, or, on a
+/// configured public path, nobody.
+pub enum Viewer {
+    Session(Principal),
+    Embedded(User),
+    Anonymous,
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let has_session = parts.headers.contains_key(header::AUTHORIZATION)
+            || cookie(&parts.headers, ACCESS_COOKIE).is_some();
+        if has_session {
+            return SignedIn::from_request_parts(parts, state)
+                .await
+                .map(|SignedIn(p)| Viewer::Session(p));
+        }
+        let embedded = parts
+            .headers
+            .get(FRONTEND_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                    .find(|(k, _)| k == FRONTEND_TOKEN_QUERY)
+                    .map(|(_, v)| v.into_owned())
+            });
+        if let Some(token) = embedded {
+            return embedded_user(state, &token).await.map(Viewer::Embedded);
+        }
+        if state
+            .settings
+            .public_paths
+            .iter()
+            .any(|p| p.matches(parts.uri.path()))
+        {
+            return Ok(Viewer::Anonymous);
+        }
+        Err(ApiError::unauthorized(
+            "missing_token",
+            "send Authorization: Bearer <access token>",
+        ))
+    }
+}
+
+/// The active user an embedded token names. Every failure (no secret
+/// configured, a bad token, an unknown or disabled user) is the same answer.
+async fn embedded_user(state: &AppState, token: &str) -> Result<User, ApiError> {
+    let invalid = || ApiError::unauthorized("invalid_token", "the token is not valid");
+    let tokens = state.frontend_tokens.as_ref().ok_or_else(invalid)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = tokens.open(token, now).map_err(|_| invalid())?;
+    let sub = AuthentikSub::parse(claims.sub).map_err(|_| invalid())?;
+    let user = state
+        .store
+        .user_by_sub(&sub)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    user.filter(|u| u.is_active).ok_or_else(invalid)
 }

@@ -18,6 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::authn::frontend::FrontendTokens;
 use crate::authn::internal::InternalSecrets;
 use crate::config::Settings;
 use crate::service::access::Engine;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub client_auth: ClientAuthenticator,
     pub internal_secrets: Arc<InternalSecrets>,
     pub auth: Auth,
+    /// Opens the embedded (iframe) tokens, when a frontend secret is configured.
+    pub frontend_tokens: Option<Arc<FrontendTokens>>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -284,6 +284,23 @@ impl Auth {
         Ok(())
     }
 
+    /// Deletes what no longer matters: sessions over for a day, keys retired
+    /// past their grace, throttles without recent failures.
+    pub async fn prune(&self) -> Result<(), AuthError> {
+        let now = OffsetDateTime::now_utc();
+        if let SessionStore::Database(store) = &self.sessions {
+            store
+                .delete_sessions_ended_before(now - Duration::from_secs(24 * 3600))
+                .await?;
+        }
+        let grace = self.settings.access_ttl + Duration::from_secs(3600);
+        self.store.delete_retired_keys(now - grace).await?;
+        // Lockouts double for as long as their throttle is remembered: a day after the last one.
+        let forget = (self.settings.failure_window + self.settings.max_lockout).as_secs() as i64;
+        self.store.prune_throttles(unix(now) - forget).await?;
+        Ok(())
+    }
+
     // ---- accounts -------------------------------------------------------------
 
     pub fn check_policy(&self, password: &Secret, username: &Username) -> Result<(), AuthError> {

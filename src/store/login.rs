@@ -384,6 +384,17 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets throttles with nothing recent: no failure and no lockout after `before`.
+    pub async fn prune_throttles(&self, before: i64) -> Result<u64> {
+        Ok(on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM login_throttle WHERE window_start < $1 AND locked_until < $1"
+        )
+        .bind(before)
+        .execute(pool)
+        .await?
+        .rows_affected()))
+    }
+
     pub async fn insert_captcha(
         &self,
         id: &str,
