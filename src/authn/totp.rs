@@ -298,6 +298,34 @@ mod tests {
         );
     }
 
+    /// The QR code scans: zbar (what many scanners build on) reads back the
+    /// URI. Needs `zbarimg` (Debian's zbar-tools; `.ci/run` installs it).
+    #[test]
+    fn the_qr_code_scans() {
+        use base64::Engine as _;
+        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        if std::process::Command::new("zbarimg").arg("--version").output().is_err() {
+            assert!(!in_ci, "zbarimg is required under CI");
+            eprintln!("skipping: zbarimg is not installed");
+            return;
+        }
+        let secret = TotpSecret::generate();
+        let uri = otpauth_uri("memberd", "alice", &secret, &Totp::default());
+        let url = qr_png_data_url(&uri).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(url.trim_start_matches("data:image/png;base64,"))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qr.png");
+        std::fs::write(&path, png).unwrap();
+        let out = std::process::Command::new("zbarimg")
+            .args(["--quiet", "--raw"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), uri);
+    }
+
     #[test]
     fn recovery_codes_are_distinct_and_normalised() {
         let codes = generate_recovery_codes();
