@@ -739,3 +739,62 @@ mod embedded {
         assert_eq!(me, json!({"authenticated": false}));
     }
 }
+
+#[tokio::test]
+async fn an_address_is_throttled_across_usernames() {
+    let Some(f) = fixture(Sessions::Sqlite, |_| {}).await else {
+        return;
+    };
+    f.account("quinn").await;
+    // 20 failures from one address, none reaching a username's own limit.
+    for i in 0..20 {
+        let response = f
+            .login(&format!("guess{}", i / 4), "wrong password here")
+            .await;
+        assert_eq!(
+            error_code(response).await,
+            "invalid_credentials",
+            "attempt {i}"
+        );
+    }
+    let blocked = f.login("quinn", PASSWORD).await;
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error_code(blocked).await, "too_many_attempts");
+}
+
+#[tokio::test]
+async fn successful_logins_do_not_use_up_the_address() {
+    let Some(f) = fixture(Sessions::Sqlite, |_| {}).await else {
+        return;
+    };
+    f.account("rita").await;
+    for _ in 0..25 {
+        assert_eq!(f.login("rita", PASSWORD).await.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_does_not_leave_attempts_taken() {
+    let Some(f) = fixture(Sessions::Sqlite, |_| {}).await else {
+        return;
+    };
+    f.account("sam").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(2))
+        .build()
+        .unwrap();
+    for _ in 0..8 {
+        let _ = impatient
+            .post(f.app.url("/auth/login"))
+            .json(&json!({"username": "sam", "password": PASSWORD}))
+            .send()
+            .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let address = f.app.store.throttle("ip:127.0.0.1").await.unwrap();
+    assert_eq!(
+        address.failures, 0,
+        "every abandoned login settled its attempt"
+    );
+    assert_eq!(f.login("sam", PASSWORD).await.status(), StatusCode::OK);
+}

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::fmt::Write as _;
 
 use memberd::authz::casbin::import::{compile, plan};

@@ -304,7 +304,11 @@ mod tests {
     fn the_qr_code_scans() {
         use base64::Engine as _;
         let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        if std::process::Command::new("zbarimg").arg("--version").output().is_err() {
+        if std::process::Command::new("zbarimg")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             assert!(!in_ci, "zbarimg is required under CI");
             eprintln!("skipping: zbarimg is not installed");
             return;

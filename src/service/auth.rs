@@ -528,16 +528,20 @@ impl Auth {
     }
 
     /// Takes an attempt for `key`; a locked key, or one whose attempts are
-    /// all taken by requests in flight, is refused without a password check.
+    /// all taken by failures and requests in flight, is refused without a
+    /// password check (and what it took is given back, so refusals do not
+    /// pile up).
     async fn reserve(&self, key: &str, limit: i64) -> Result<Attempt, AuthError> {
         let now = unix(OffsetDateTime::now_utc());
         let window = self.settings.failure_window.as_secs() as i64;
         match self.store.reserve_attempt(key, now, window).await? {
-            Some(attempt) if attempt.failures <= limit => Ok(attempt),
-            _ => Err(AuthError::Locked {
-                retry_after: self.retry_after(key).await?,
-            }),
+            Some(attempt) if attempt.failures <= limit => return Ok(attempt),
+            Some(_) => self.store.refund_attempt(key).await?,
+            None => {}
         }
+        Err(AuthError::Locked {
+            retry_after: self.retry_after(key).await?,
+        })
     }
 
     /// A failed attempt that took the last slot locks the key.
@@ -551,8 +555,29 @@ impl Auth {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    /// Runs `work` to its end in a task of its own: a client that hangs up
+    /// must not cancel a login between taking an attempt and settling it.
+    async fn uncancelled<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, AuthError>> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        tokio::spawn(work)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+    }
+
     pub async fn login(
+        &self,
+        request: LoginRequest,
+        client: &ClientInfo,
+    ) -> Result<LoginOutcome, AuthError> {
+        let (this, client) = (self.clone(), client.clone());
+        self.uncancelled(async move { this.login_settled(request, &client).await })
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn login_settled(
         &self,
         request: LoginRequest,
         client: &ClientInfo,
@@ -621,8 +646,19 @@ impl Auth {
         ))
     }
 
-    #[tracing::instrument(skip_all)]
     pub async fn login_totp(
+        &self,
+        mfa_token: Secret,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<TokenResponse, AuthError> {
+        let (this, code, client) = (self.clone(), code.to_owned(), client.clone());
+        self.uncancelled(async move { this.login_totp_settled(mfa_token, &code, &client).await })
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn login_totp_settled(
         &self,
         mfa_token: Secret,
         code: &str,

@@ -1,0 +1,140 @@
+//! A login storm against the release binary: password logins per second at
+//! the OWASP argon2id cost, `POST /v1/check`'s latency before and during the
+//! storm, and the server's peak memory.
+//!
+//! `cargo bench --bench login` (needs wrk: `apt-get install wrk`).
+//! `MEMBERD_BENCH_SECONDS` sets each run's length (default 10).
+
+mod support;
+
+use std::io::Write as _;
+use std::process::Stdio;
+
+use support::server::{Run, Server, free_port, memberd, wait_ready, wrk, wrk_script};
+
+const ACCOUNTS: usize = 16;
+const PASSWORD: &str = "bench operator passphrase";
+const LOGIN_CONNECTIONS: usize = 16;
+const CHECK_CONNECTIONS: usize = 8;
+
+/// The server's memory: peak and current resident set, in MiB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn row(what: &str, run: &Run) {
+    println!(
+        "| {what} | {:.1} | {} | {} |",
+        run.requests_per_second, run.p50, run.p99
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let seconds = std::env::var("MEMBERD_BENCH_SECONDS").unwrap_or_else(|_| "10".into());
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("memberd.db").display());
+
+    for i in 0..ACCOUNTS {
+        let mut child = memberd(&database_url)
+            .args(["admin", "create", "--password-stdin", "--username"])
+            .arg(format!("op{i:02}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "memberd admin create failed"
+        );
+    }
+
+    let port = free_port();
+    let server = Server(
+        memberd(&database_url)
+            .arg("serve")
+            .env("MEMBERD_BIND", format!("127.0.0.1:{port}"))
+            .env("MEMBERD_LOGIN_CAPTCHA", "never")
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(port);
+    let pid = server.0.id();
+    let (_, rss_idle) = memory(pid);
+
+    let logins: Vec<String> = (0..ACCOUNTS)
+        .map(|i| {
+            serde_json::json!({"username": format!("op{i:02}"), "password": PASSWORD}).to_string()
+        })
+        .collect();
+    let checks: Vec<String> = (0..ACCOUNTS)
+        .flat_map(|i| {
+            ["read", "write", "delete"].map(|action| {
+                serde_json::json!({
+                    "subject": format!("local:op{i:02}"), "scope_type": "org", "scope_id": "1",
+                    "module": "memberd", "action": action,
+                })
+                .to_string()
+            })
+        })
+        .collect();
+    let login_script = dir.path().join("login.lua");
+    let check_script = dir.path().join("check.lua");
+    std::fs::write(&login_script, wrk_script("POST", "/auth/login", &logins)).unwrap();
+    std::fs::write(&check_script, wrk_script("POST", "/v1/check", &checks)).unwrap();
+
+    wrk(port, &check_script, "2", CHECK_CONNECTIONS, true);
+    wrk(port, &login_script, "2", LOGIN_CONNECTIONS, true);
+
+    let checks_alone = wrk(port, &check_script, &seconds, CHECK_CONNECTIONS, true);
+    let logins_alone = wrk(port, &login_script, &seconds, LOGIN_CONNECTIONS, true);
+    let storm = {
+        let script = login_script.clone();
+        let seconds = seconds.clone();
+        std::thread::spawn(move || wrk(port, &script, &seconds, LOGIN_CONNECTIONS, true))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let checks_during = wrk(port, &check_script, &seconds, CHECK_CONNECTIONS, true);
+    let logins_during = storm.join().unwrap();
+    let (peak, rss_after) = memory(pid);
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{cores} cores; wrk -t1, keep-alive, loopback; {ACCOUNTS} accounts, argon2id m=19 MiB t=2 p=1"
+    );
+    println!("| run | requests/s | p50 | p99 |");
+    println!("|---|---|---|---|");
+    row(
+        &format!("`/v1/check` alone (-c{CHECK_CONNECTIONS})"),
+        &checks_alone,
+    );
+    row(
+        &format!("`/auth/login` alone (-c{LOGIN_CONNECTIONS})"),
+        &logins_alone,
+    );
+    row("`/v1/check` during the storm", &checks_during);
+    row("`/auth/login` during the checks", &logins_during);
+    println!(
+        "logins per second per core: {:.1} alone, {:.1} with checks running",
+        logins_alone.requests_per_second / cores as f64,
+        logins_during.requests_per_second / cores as f64
+    );
+    println!("server memory: {rss_idle:.1} MiB idle, peak {peak:.1} MiB, {rss_after:.1} MiB after");
+}
