@@ -423,12 +423,9 @@ async fn openid_configuration(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "token_endpoint": format!("{issuer}/auth/login"),
         "userinfo_endpoint": format!("{issuer}/me"),
         "id_token_signing_alg_values_supported": ["EdDSA"],
         "subject_types_supported": ["public"],
         "response_types_supported": ["token"],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "grant_types_supported": ["password", "refresh_token"],
     }))
 }
