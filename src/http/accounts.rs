@@ -99,10 +99,11 @@ fn yes() -> bool {
 }
 
 async fn create_account(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateAccount>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let actor = caller.actor();
     let account = state
         .auth
         .create_account(NewAccount {
@@ -115,24 +116,31 @@ async fn create_account(
             admin: body.admin,
         })
         .await?;
+    tracing::info!(%actor, username = %account.username, "account created");
     Ok((StatusCode::CREATED, Json(account_json(&account))))
 }
 
 async fn disable_account(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.set_active(&username(raw)?, false).await?;
+    let actor = caller.actor();
+    let username = username(raw)?;
+    state.auth.set_active(&username, false).await?;
+    tracing::info!(%actor, %username, "account disabled");
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn enable_account(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.set_active(&username(raw)?, true).await?;
+    let actor = caller.actor();
+    let username = username(raw)?;
+    state.auth.set_active(&username, true).await?;
+    tracing::info!(%actor, %username, "account enabled");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -143,24 +151,27 @@ struct ResetPassword {
 }
 
 async fn reset_password(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     JsonBody(body): JsonBody<ResetPassword>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .auth
-        .reset_password(&username(raw)?, body.password)
-        .await?;
+    let actor = caller.actor();
+    let username = username(raw)?;
+    state.auth.reset_password(&username, body.password).await?;
+    tracing::info!(%actor, %username, "password reset");
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn reset_totp(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.totp_reset(&username(raw)?).await?;
+    let actor = caller.actor();
+    let username = username(raw)?;
+    state.auth.totp_reset(&username).await?;
+    tracing::info!(%actor, %username, "TOTP reset");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -191,27 +202,27 @@ async fn user_sessions(
 }
 
 async fn revoke_user_sessions(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let actor = caller.actor();
     let user = user_id(&state, raw).await?;
     let revoked = state.auth.sessions().revoke_all(user).await?;
+    tracing::info!(%actor, user_id = %user, revoked, "sessions revoked");
     Ok(Json(json!({ "revoked": revoked })))
 }
 
 async fn revoke_user_session(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path((raw, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    let actor = caller.actor();
     let user = user_id(&state, raw).await?;
-    if state
-        .auth
-        .sessions()
-        .revoke(session_id(id)?, Some(user))
-        .await?
-    {
+    let id = session_id(id)?;
+    if state.auth.sessions().revoke(id, Some(user)).await? {
+        tracing::info!(%actor, session = %id, "session revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(

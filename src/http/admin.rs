@@ -52,7 +52,7 @@ struct GrantResponse {
 }
 
 async fn grant(
-    AdminCaller(_client): AdminCaller,
+    _: AdminCaller,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<GrantRequest>,
 ) -> Result<(StatusCode, Json<GrantResponse>), ApiError> {
@@ -81,7 +81,7 @@ struct RevokeResponse {
 }
 
 async fn revoke(
-    AdminCaller(_client): AdminCaller,
+    _: AdminCaller,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<GrantRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {

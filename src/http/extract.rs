@@ -12,8 +12,10 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::ApiError;
 use crate::authn::Secret;
+use crate::authz::index::Request as Question;
 use crate::model::{ApiClient, AuthentikSub, User};
-use crate::service::auth::{AuthError, ClientInfo, Principal};
+use crate::service::access::Subject;
+use crate::service::auth::{ADMIN_MODULE, AuthError, ClientInfo, Principal};
 use crate::service::clients::{ClientRequest, Freshness};
 use subtle::ConstantTimeEq;
 
@@ -131,9 +133,24 @@ impl FromRequestParts<AppState> for InternalCaller {
     }
 }
 
-/// The caller is an authenticated API client allowed to make this request.
-/// Handlers of admin routes take it, so none can run unauthenticated.
-pub struct AdminCaller(pub ApiClient);
+/// The caller of an admin route: an authenticated API client allowed to
+/// make this request, or an operator signed in to memberd (the console)
+/// whose roles allow `memberd`/`admin`. Handlers of admin routes take it, so
+/// none can run unauthenticated.
+pub enum AdminCaller {
+    Client(ApiClient),
+    Operator(Principal),
+}
+
+impl AdminCaller {
+    /// Who acted, for the log of administrative changes.
+    pub fn actor(&self) -> String {
+        match self {
+            Self::Client(client) => format!("client {}", client.client_key),
+            Self::Operator(principal) => format!("operator {}", principal.claims.sub),
+        }
+    }
+}
 
 /// The caller's address: the peer's, or the first `X-Forwarded-For` hop when
 /// the peer is a trusted proxy (any other peer could write that header itself).
@@ -211,9 +228,33 @@ impl FromRequestParts<AppState> for AdminCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        api_client(parts, state, Freshness::Strict)
-            .await
-            .map(AdminCaller)
+        let signed_in = !parts.headers.contains_key("x-client-key")
+            && (parts.headers.contains_key(header::AUTHORIZATION)
+                || cookie(&parts.headers, ACCESS_COOKIE).is_some());
+        if !signed_in {
+            return api_client(parts, state, Freshness::Strict)
+                .await
+                .map(AdminCaller::Client);
+        }
+        let SignedIn(principal) = SignedIn::from_request_parts(parts, state).await?;
+        let may_administer = state.engine.check(
+            &Subject::Id(principal.user_id),
+            &Question {
+                scope_type: "memberd",
+                scope_id: "console",
+                module: ADMIN_MODULE,
+                action: "admin",
+            },
+        );
+        if may_administer {
+            Ok(AdminCaller::Operator(principal))
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "administering memberd takes the admin role (memberd/admin)",
+            ))
+        }
     }
 }
 
