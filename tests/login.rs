@@ -801,7 +801,9 @@ async fn a_client_hanging_up_does_not_leave_attempts_taken() {
 
 #[tokio::test]
 async fn operators_with_the_admin_role_administer_with_their_session() {
-    let Some(f) = fixture(Sessions::Sqlite, |s| s.cookie_secure = false).await else { return };
+    let Some(f) = fixture(Sessions::Sqlite, |s| s.cookie_secure = false).await else {
+        return;
+    };
     let created = f
         .admin_request(Method::POST, "/admin/accounts")
         .json(&json!({"username": "boss", "password": PASSWORD, "admin": true, "must_change_password": false}))
@@ -812,19 +814,36 @@ async fn operators_with_the_admin_role_administer_with_their_session() {
     f.account("clerk").await;
 
     let boss = f.tokens("boss").await;
-    let listed = f.bearer(Method::GET, "/admin/accounts", &boss).send().await.unwrap();
+    let listed = f
+        .bearer(Method::GET, "/admin/accounts", &boss)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
-    let disabled = f.bearer(Method::POST, "/admin/accounts/clerk/disable", &boss).send().await.unwrap();
+    let disabled = f
+        .bearer(Method::POST, "/admin/accounts/clerk/disable", &boss)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(disabled.status(), StatusCode::NO_CONTENT);
 
-    f.admin_request(Method::POST, "/admin/accounts/clerk/enable").send().await.unwrap();
+    f.admin_request(Method::POST, "/admin/accounts/clerk/enable")
+        .send()
+        .await
+        .unwrap();
     let clerk = f.tokens("clerk").await;
-    let refused = f.bearer(Method::GET, "/admin/accounts", &clerk).send().await.unwrap();
+    let refused = f
+        .bearer(Method::GET, "/admin/accounts", &clerk)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert_eq!(error_code(refused).await, "forbidden");
 
     // The console's cookie needs the CSRF token for changes here too.
-    let response = f.login_raw(json!({"username": "boss", "password": PASSWORD, "use_cookies": true})).await;
+    let response = f
+        .login_raw(json!({"username": "boss", "password": PASSWORD, "use_cookies": true}))
+        .await;
     let cookies: Vec<String> = response
         .headers()
         .get_all("set-cookie")
@@ -832,11 +851,29 @@ async fn operators_with_the_admin_role_administer_with_their_session() {
         .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned())
         .filter(|c| !c.starts_with("memberd_refresh"))
         .collect();
-    let csrf = response.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
+    let csrf = response.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cookie = cookies.join("; ");
     let url = f.app.url("/admin/accounts/clerk/disable");
-    let forged = f.app.http.post(&url).header("cookie", &cookie).send().await.unwrap();
+    let forged = f
+        .app
+        .http
+        .post(&url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(forged).await, "csrf_failed");
-    let ok = f.app.http.post(&url).header("cookie", &cookie).header("x-csrf-token", csrf).send().await.unwrap();
+    let ok = f
+        .app
+        .http
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::NO_CONTENT);
 }
