@@ -531,8 +531,10 @@ async fn password_change_and_admin_reset(kind) {
     let reset = f.admin_request(Method::POST, "/admin/accounts/nora/password")
         .json(&json!({"password": "temporary passphrase 1"})).send().await.unwrap();
     assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    assert_eq!(f.me_status(&tokens).await, StatusCode::UNAUTHORIZED, "a reset signs the user out");
     let login = f.login("nora", "temporary passphrase 1").await;
     let temp: Value = login.json().await.unwrap();
+    let other: Value = f.login("nora", "temporary passphrase 1").await.json().await.unwrap();
     assert_eq!(temp["password_change_required"], true);
     let blocked = f.bearer(Method::GET, "/auth/sessions", &temp).send().await.unwrap();
     assert_eq!(error_code(blocked).await, "password_change_required");
@@ -541,6 +543,8 @@ async fn password_change_and_admin_reset(kind) {
         .json(&json!({"current_password": "temporary passphrase 1", "new_password": "my own passphrase now"}))
         .send().await.unwrap();
     assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(f.me_status(&other).await, StatusCode::UNAUTHORIZED, "other sessions end");
+    assert_eq!(f.me_status(&temp).await, StatusCode::OK, "this one goes on");
     let renewed: Value = f.post_json("/auth/refresh", json!({"refresh_token": temp["refresh_token"]})).await.json().await.unwrap();
     assert!(renewed.get("password_change_required").is_none(), "{renewed}");
     assert_eq!(f.bearer(Method::GET, "/auth/sessions", &renewed).send().await.unwrap().status(), StatusCode::OK);
@@ -564,6 +568,15 @@ async fn cookies_need_the_csrf_token_for_changes(kind) {
 
     let me = f.app.http.get(f.app.url("/me")).header("cookie", &cookie_header).send().await.unwrap();
     assert_eq!(me.status(), StatusCode::OK, "reading needs no CSRF token");
+    let refresh_cookie = pair(&find("memberd_refresh"));
+    let refresh_header = format!("{refresh_cookie}; {}", pair(&find("memberd_csrf")));
+    let refresh_forged = f.app.http.post(f.app.url("/auth/refresh")).header("cookie", &refresh_header)
+        .json(&json!({})).send().await.unwrap();
+    assert_eq!(error_code(refresh_forged).await, "csrf_failed");
+    let refreshed = f.app.http.post(f.app.url("/auth/refresh")).header("cookie", &refresh_header)
+        .header("x-csrf-token", &csrf).json(&json!({})).send().await.unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert!(refreshed.headers().get_all("set-cookie").iter().any(|c| c.to_str().unwrap().starts_with("memberd_refresh=mrt_")));
     let forged = f.app.http.post(f.app.url("/auth/logout")).header("cookie", &cookie_header).send().await.unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     assert_eq!(error_code(forged).await, "csrf_failed");

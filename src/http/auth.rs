@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{
-    ACCESS_COOKIE, CSRF_COOKIE, Client, JsonBody, REFRESH_COOKIE, SignedIn, Viewer, cookie,
-    path_param,
+    ACCESS_COOKIE, CSRF_COOKIE, Client, JsonBody, REFRESH_COOKIE, SignedIn, Viewer, check_csrf,
+    cookie, path_param,
 };
 use crate::authn::Secret;
 use crate::authn::tokens::opaque_token;
@@ -126,6 +126,7 @@ async fn refresh(
             let from_cookie = cookie(&headers, REFRESH_COOKIE).ok_or_else(|| {
                 ApiError::invalid_field("refresh_token", "refresh_token is required")
             })?;
+            check_csrf(&headers)?;
             (Secret::new(from_cookie), true)
         }
     };

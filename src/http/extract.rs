@@ -355,6 +355,25 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// A request authenticated by a cookie must repeat the CSRF cookie's value
+/// in `X-CSRF-Token`.
+pub fn check_csrf(headers: &HeaderMap) -> Result<(), ApiError> {
+    let sent = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let expected = cookie(headers, CSRF_COOKIE).unwrap_or_default();
+    let matches: bool = sent.as_bytes().ct_eq(expected.as_bytes()).into();
+    if expected.is_empty() || !matches {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "X-CSRF-Token must repeat the memberd_csrf cookie",
+        ));
+    }
+    Ok(())
+}
+
 /// Routes a signed-in user may call while an administrator's password reset
 /// awaits their own new password.
 const ALLOWED_BEFORE_PASSWORD_CHANGE: &[&str] = &["/auth/password", "/auth/logout", "/me"];
@@ -392,20 +411,7 @@ impl FromRequestParts<AppState> for SignedIn {
                     )
                 })?;
                 if !parts.method.is_safe() {
-                    let sent = parts
-                        .headers
-                        .get(CSRF_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    let expected = cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
-                    let matches: bool = sent.as_bytes().ct_eq(expected.as_bytes()).into();
-                    if expected.is_empty() || !matches {
-                        return Err(ApiError::new(
-                            StatusCode::FORBIDDEN,
-                            "csrf_failed",
-                            "X-CSRF-Token must repeat the memberd_csrf cookie",
-                        ));
-                    }
+                    check_csrf(&parts.headers)?;
                 }
                 token
             }

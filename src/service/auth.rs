@@ -404,6 +404,8 @@ impl Auth {
             .set_password(account.user_id, &hash, true)
             .await?;
         self.store.clear_attempts(&account_key(username)).await?;
+        // Whoever held the old password is signed out.
+        self.sessions.revoke_all(account.user_id).await?;
         tracing::info!(%username, "password reset by an administrator");
         Ok(())
     }
@@ -427,6 +429,13 @@ impl Auth {
         self.store
             .set_password(account.user_id, &hash, false)
             .await?;
+        // Every other session ends: one of them may be why the password changed.
+        let now = OffsetDateTime::now_utc();
+        for session in self.sessions.list(account.user_id, now).await? {
+            if session.id != principal.session_id {
+                self.sessions.revoke(session.id, None).await?;
+            }
+        }
         tracing::info!(username = %account.username, "password changed");
         Ok(())
     }
@@ -970,9 +979,14 @@ impl Auth {
 }
 
 /// The throttle key of a username as typed (lower-cased, so case cannot
-/// dodge the counter), whether or not such an account exists.
+/// dodge the counter), whether or not such an account exists. Text that
+/// cannot be a username is keyed by its digest, so the key stays short.
 fn account_key_raw(typed: &str) -> String {
-    format!("user:{}", typed.trim().to_lowercase())
+    let lowered = typed.trim().to_lowercase();
+    match Username::parse(lowered.clone()) {
+        Ok(username) => format!("user:{username}"),
+        Err(_) => format!("user#{}", &digest(&lowered)[..32]),
+    }
 }
 
 fn account_key(username: &Username) -> String {
