@@ -220,7 +220,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let store = self.state.store.clone();
-        tracing::info!(addr = %self.local_addr(), backend = ?store.backend(), "memberd listening");
+        tracing::info!(
+            addr = %self.local_addr(),
+            backend = ?store.backend(),
+            sessions = self.state.auth.sessions().backend(),
+            "memberd listening"
+        );
         axum::serve(
             self.listener,
             router(self.state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -412,6 +412,9 @@ async fn totp_enrol_login_replay_and_recovery_codes(kind) {
     let mfa = mfa_challenge(&f, "ivy").await;
     let again = f.post_json("/auth/login/totp", json!({"mfa_token": mfa, "code": recovery[0]})).await;
     assert_eq!(error_code(again).await, "invalid_code", "a recovery code is good once");
+    let me: Value = f.bearer(Method::GET, "/me", &signed_in).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["totp_enabled"], true);
+    assert_eq!(me["recovery_codes_left"], 9);
 
     // Disabling takes the password and a code.
     let wrong = f.bearer(Method::POST, "/auth/totp/disable", &signed_in)

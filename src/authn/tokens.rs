@@ -9,7 +9,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -254,10 +254,6 @@ impl KeyRing {
         &self.jwks
     }
 
-    pub fn knows(&self, kid: &str) -> bool {
-        self.verifiers.contains_key(kid)
-    }
-
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
         let (kid, key) = self.signer.as_ref().ok_or(KeyError::NoSigningKey)?;
         let mut header = Header::new(Algorithm::EdDSA);
@@ -297,11 +293,6 @@ pub fn opaque_token(prefix: &str) -> Secret {
 
 pub fn token_digest(token: &Secret) -> String {
     hex(&Sha256::digest(token.expose().as_bytes()))
-}
-
-/// Standard base64, for values shown to people (such as generated keys).
-pub fn base64_standard(bytes: &[u8]) -> String {
-    STANDARD.encode(bytes)
 }
 
 #[cfg(test)]

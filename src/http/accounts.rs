@@ -125,11 +125,7 @@ async fn disable_account(
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let actor = caller.actor();
-    let username = username(raw)?;
-    state.auth.set_active(&username, false).await?;
-    tracing::info!(%actor, %username, "account disabled");
-    Ok(StatusCode::NO_CONTENT)
+    set_active(caller, &state, raw, false).await
 }
 
 async fn enable_account(
@@ -137,10 +133,18 @@ async fn enable_account(
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let actor = caller.actor();
+    set_active(caller, &state, raw, true).await
+}
+
+async fn set_active(
+    caller: AdminCaller,
+    state: &AppState,
+    raw: String,
+    active: bool,
+) -> Result<StatusCode, ApiError> {
     let username = username(raw)?;
-    state.auth.set_active(&username, true).await?;
-    tracing::info!(%actor, %username, "account enabled");
+    state.auth.set_active(&username, active).await?;
+    tracing::info!(actor = %caller.actor(), %username, active, "account enabled or disabled");
     Ok(StatusCode::NO_CONTENT)
 }
 

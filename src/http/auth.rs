@@ -405,6 +405,13 @@ async fn me(State(state): State<AppState>, viewer: Viewer) -> Result<Json<Value>
     {
         out["username"] = account.username.as_str().into();
         out["totp_enabled"] = account.totp_enabled().into();
+        if account.totp_enabled() {
+            out["recovery_codes_left"] = state
+                .auth
+                .recovery_codes_left(account.user_id)
+                .await?
+                .into();
+        }
     }
     Ok(Json(out))
 }

@@ -361,26 +361,30 @@ impl Store {
 
     /// After a success: forget the key's failures (and, for an account, its lockouts).
     pub async fn clear_attempts(&self, key: &str) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
-            "UPDATE login_throttle SET failures = 0, lockouts = 0 WHERE key = $1"
+        self.update_throttle(
+            "UPDATE login_throttle SET failures = 0, lockouts = 0 WHERE key = $1",
+            key,
         )
-        .bind(key)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(())
+        .await
     }
 
-    /// Gives back the slot a successful attempt took (used for addresses,
-    /// whose failures a success from the same address must not wipe out).
+    /// Gives back the slot an attempt took: one that succeeded (for
+    /// addresses, whose failures a success from the same address must not
+    /// wipe out), or one refused without a password check.
     pub async fn refund_attempt(&self, key: &str) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
-            "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0"
+        self.update_throttle(
+            "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0",
+            key,
         )
-        .bind(key)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await
+    }
+
+    async fn update_throttle(&self, sql: &'static str, key: &str) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(key)
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(())
     }
 
