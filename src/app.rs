@@ -20,6 +20,7 @@ use crate::service::access::Engine;
 use crate::service::auth::{Auth, LoginSettings};
 use crate::service::clients::{ClientAuthenticator, KeyHasher};
 use crate::service::directory::Directory;
+use crate::service::oidc::Oidc;
 use crate::service::sessions::{RedisSessions, SessionStore};
 use crate::store::Store;
 
@@ -191,7 +192,12 @@ impl Application {
             .transpose()
             .context("MEMBERD_FRONTEND_SECRET")?
             .map(Arc::new);
+        let oidc = match &settings.oidc {
+            Some(oidc) => Some(Oidc::start(oidc.clone()).await),
+            None => None,
+        };
         let state = AppState {
+            oidc,
             frontend_tokens,
             auth,
             directory,

@@ -16,6 +16,7 @@ use crate::authn::frontend::FrontendCipher;
 use crate::authn::password::{DEFAULT_MIN_PASSWORD_CHARS, HashCost, MAX_PASSWORD_CHARS};
 use crate::model::PathPattern;
 use crate::service::auth::CaptchaMode;
+use crate::service::oidc::OidcSettings;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://memberd.db";
@@ -75,6 +76,8 @@ pub struct Settings {
     pub frontend_cipher: FrontendCipher,
     /// Paths where the user routes answer without any token (as anonymous).
     pub public_paths: Vec<PathPattern>,
+    /// The identity provider whose bearer tokens `/me` accepts.
+    pub oidc: Option<OidcSettings>,
 }
 
 impl Settings {
@@ -104,6 +107,7 @@ impl Settings {
             frontend_secret: None,
             frontend_cipher: FrontendCipher::default(),
             public_paths: Vec::new(),
+            oidc: None,
         }
     }
 }
@@ -267,6 +271,32 @@ pub struct SettingsArgs {
         value_name = "GLOB"
     )]
     pub public_paths: Vec<String>,
+    /// The identity provider (discovery at {issuer}/.well-known/openid-configuration).
+    #[arg(long, env = "MEMBERD_OIDC_ISSUER", global = true, value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// The provider's JWKS, when there is no discovery.
+    #[arg(long, env = "MEMBERD_OIDC_JWKS_URL", global = true, value_name = "URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// The `aud` provider tokens must carry [default: not checked].
+    #[arg(long, env = "MEMBERD_OIDC_AUDIENCE", global = true, value_name = "AUD")]
+    pub oidc_audience: Option<String>,
+    /// Accepted algorithms [default: RS256,ES256,EdDSA,PS256; never none or HMAC].
+    #[arg(
+        long = "oidc-algorithm",
+        env = "MEMBERD_OIDC_ALGORITHMS",
+        global = true,
+        value_delimiter = ',',
+        value_name = "ALG"
+    )]
+    pub oidc_algorithms: Vec<String>,
+    /// Clock leeway for exp, nbf and iat [default: 60].
+    #[arg(
+        long,
+        env = "MEMBERD_OIDC_LEEWAY_SECONDS",
+        global = true,
+        value_name = "SECONDS"
+    )]
+    pub oidc_leeway_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +324,11 @@ struct FileSettings {
     frontend_secret: Option<Secret>,
     frontend_cipher: Option<FrontendCipher>,
     public_paths: Option<Vec<String>>,
+    oidc_issuer: Option<String>,
+    oidc_jwks_url: Option<String>,
+    oidc_audience: Option<String>,
+    oidc_algorithms: Option<Vec<String>>,
+    oidc_leeway_seconds: Option<u64>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -395,7 +430,40 @@ impl SettingsArgs {
             })
             .collect::<anyhow::Result<_>>()?;
 
+        let oidc_issuer = self
+            .oidc_issuer
+            .clone()
+            .or(file.oidc_issuer)
+            .filter(|s| !s.trim().is_empty());
+        let oidc_jwks_url = self
+            .oidc_jwks_url
+            .clone()
+            .or(file.oidc_jwks_url)
+            .filter(|s| !s.trim().is_empty());
+        let oidc = if oidc_issuer.is_some() || oidc_jwks_url.is_some() {
+            let names = flags_or_file(self.oidc_algorithms.clone(), file.oidc_algorithms);
+            Some(OidcSettings {
+                issuer: oidc_issuer,
+                jwks_url: oidc_jwks_url,
+                audience: self
+                    .oidc_audience
+                    .clone()
+                    .or(file.oidc_audience)
+                    .filter(|s| !s.trim().is_empty()),
+                algorithms: OidcSettings::parse_algorithms(&names)
+                    .map_err(|e| anyhow::anyhow!("oidc_algorithms: {e}"))?,
+                leeway: Duration::from_secs(
+                    self.oidc_leeway_seconds
+                        .or(file.oidc_leeway_seconds)
+                        .unwrap_or(60),
+                ),
+            })
+        } else {
+            None
+        };
+
         Ok(Settings {
+            oidc,
             frontend_secret: self
                 .frontend_secret
                 .clone()

@@ -18,6 +18,7 @@ use super::extract::{
 use crate::authn::Secret;
 use crate::authn::tokens::opaque_token;
 use crate::model::{Session, SessionId};
+use crate::service::access::Subject;
 use crate::service::auth::{LoginOutcome, LoginRequest, TokenResponse};
 
 pub fn routes() -> Router<AppState> {
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/totp/confirm", post(totp_confirm))
         .route("/auth/totp/disable", post(totp_disable))
         .route("/me", get(me))
+        .route("/me/permissions/snapshot", get(my_snapshot))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
             "/.well-known/openid-configuration",
@@ -373,6 +375,13 @@ async fn totp_disable(
 async fn me(State(state): State<AppState>, viewer: Viewer) -> Result<Json<Value>, ApiError> {
     let principal = match viewer {
         Viewer::Anonymous => return Ok(Json(json!({ "authenticated": false }))),
+        Viewer::External(user) => {
+            return Ok(Json(json!({
+                "authenticated": true,
+                "source": "identity_provider",
+                "user": user,
+            })));
+        }
         Viewer::Embedded(user) => {
             return Ok(Json(json!({
                 "authenticated": true,
@@ -414,6 +423,19 @@ async fn me(State(state): State<AppState>, viewer: Viewer) -> Result<Json<Value>
         }
     }
     Ok(Json(out))
+}
+
+/// The caller's own permission snapshot, as `/internal/permissions/{sub}/snapshot` answers it.
+async fn my_snapshot(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+) -> Result<Response, ApiError> {
+    let user_id = viewer
+        .user_id()
+        .ok_or_else(|| ApiError::unauthorized("missing_token", "sign in first"))?;
+    let snapshot = state.engine.snapshot(&Subject::Id(user_id))?;
+    super::internal::snapshot_response(&snapshot, &headers)
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {

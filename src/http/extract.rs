@@ -13,10 +13,11 @@ use super::AppState;
 use super::error::ApiError;
 use crate::authn::Secret;
 use crate::authz::index::Request as Question;
-use crate::model::{ApiClient, AuthentikSub, User};
+use crate::model::{ApiClient, AuthentikSub, DisplayName, Email, User, UserId, UserUpsert};
 use crate::service::access::Subject;
 use crate::service::auth::{ADMIN_MODULE, AuthError, ClientInfo, Principal};
 use crate::service::clients::{ClientRequest, Freshness};
+use crate::service::oidc::{Oidc, OidcError, claimed_issuer};
 use subtle::ConstantTimeEq;
 
 /// A JSON body parsed into `T`. Malformed JSON is 400; a missing, unknown or
@@ -392,16 +393,7 @@ impl FromRequestParts<AppState> for SignedIn {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let token = match bearer {
+        let token = match bearer(&parts.headers) {
             Some(token) => token,
             None => {
                 let token = cookie(&parts.headers, ACCESS_COOKIE).ok_or_else(|| {
@@ -457,14 +449,35 @@ pub const FRONTEND_TOKEN_QUERY: &str = "frontend_token";
 /// configured public path, nobody.
 pub enum Viewer {
     Session(Principal),
+    /// Signed in at the identity provider; upserted by subject on sight.
+    External(User),
     Embedded(User),
     Anonymous,
+}
+
+impl Viewer {
+    /// The user behind the viewer, if any.
+    pub fn user_id(&self) -> Option<UserId> {
+        match self {
+            Self::Session(p) => Some(p.user_id),
+            Self::External(u) | Self::Embedded(u) => Some(u.id),
+            Self::Anonymous => None,
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Viewer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let (Some(oidc), Some(token)) = (&state.oidc, bearer(&parts.headers)) {
+            let ours = state.auth.key_ring().issuer().to_owned();
+            if claimed_issuer(token).as_deref() != Some(ours.as_str()) {
+                return external_user(state, oidc, token)
+                    .await
+                    .map(Viewer::External);
+            }
+        }
         let has_session = parts.headers.contains_key(header::AUTHORIZATION)
             || cookie(&parts.headers, ACCESS_COOKIE).is_some();
         if has_session {
@@ -498,6 +511,46 @@ impl FromRequestParts<AppState> for Viewer {
             "send Authorization: Bearer <access token>",
         ))
     }
+}
+
+/// The user a provider's token names, created or refreshed from its claims
+/// (an email or name that memberd would refuse is left out, not fatal).
+async fn external_user(state: &AppState, oidc: &Oidc, token: &str) -> Result<User, ApiError> {
+    let claims = oidc.verify(token).await.map_err(|e| match e {
+        OidcError::Expired => ApiError::unauthorized("token_expired", "the token has expired"),
+        OidcError::Invalid(_) => ApiError::unauthorized("invalid_token", "the token is not valid"),
+    })?;
+    let sub = AuthentikSub::parse(claims.sub)
+        .map_err(|_| ApiError::unauthorized("invalid_token", "the token is not valid"))?;
+    let upsert = UserUpsert {
+        authentik_sub: sub,
+        email: claims.email.and_then(|e| Email::parse(e).ok()),
+        display_name: claims
+            .name
+            .or(claims.preferred_username)
+            .and_then(|n| DisplayName::parse(n).ok()),
+        is_active: None,
+    };
+    let user = state.directory.upsert_user(&upsert).await?;
+    if !user.is_active {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "user_disabled",
+            "this user is disabled in memberd",
+        ));
+    }
+    Ok(user)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// The active user an embedded token names. Every failure (no secret

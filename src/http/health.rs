@@ -24,7 +24,19 @@ async fn healthz() -> Json<Value> {
 /// Ready: the database answers, within a bound so a hung database fails the probe.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        // A provider that cannot be reached leaves memberd ready: the keys
+        // in hand keep verifying. The body says so.
+        Ok(Ok(())) => match &state.oidc {
+            Some(oidc) if !oidc.healthy() => (
+                StatusCode::OK,
+                Json(json!({ "status": "ok", "identity_provider": "unreachable" })),
+            ),
+            Some(_) => (
+                StatusCode::OK,
+                Json(json!({ "status": "ok", "identity_provider": "ok" })),
+            ),
+            None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        },
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database check failed");
             (

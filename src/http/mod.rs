@@ -25,6 +25,7 @@ use crate::service::access::Engine;
 use crate::service::auth::Auth;
 use crate::service::clients::ClientAuthenticator;
 use crate::service::directory::Directory;
+use crate::service::oidc::Oidc;
 use crate::store::Store;
 use error::ApiError;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Opens the embedded (iframe) tokens, when a frontend secret is configured.
     pub frontend_tokens: Option<Arc<FrontendTokens>>,
+    /// Verifies the identity provider's bearer tokens, when one is configured.
+    pub oidc: Option<Oidc>,
 }
 
 pub fn router(state: AppState) -> Router {

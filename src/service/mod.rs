@@ -6,6 +6,7 @@ pub mod auth;
 pub mod casbin;
 pub mod clients;
 pub mod directory;
+pub mod oidc;
 pub mod sessions;
 
 use crate::store::StoreError;
