@@ -400,3 +400,69 @@ async fn a_flood_of_unknown_kids_makes_one_refresh() {
         "one refresh in ten seconds, whatever the number of kids"
     );
 }
+
+#[tokio::test]
+async fn a_linked_identity_opens_the_same_user() {
+    let Some(f) = fixture().await else { return };
+    let creds = f.app.create_client().await;
+    f.app.upsert(json!({"authentik_sub": "ada"})).await;
+    let link = |subject: &str| {
+        f.app
+            .admin(&creds, "/admin/users/ada/identities")
+            .json(&json!({"issuer": f.provider.issuer, "subject": subject}))
+            .send()
+    };
+    assert_eq!(
+        link("ada-pairwise").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        link("ada-pairwise").await.unwrap().status(),
+        StatusCode::OK,
+        "linking again changes nothing"
+    );
+
+    let me: Value = f
+        .me(&f.rsa.sign(&f.claims("ada-pairwise")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["user"]["authentik_sub"], "ada",
+        "the grants stay with the one user"
+    );
+    assert!(
+        f.app
+            .store
+            .user_by_sub(&memberd::model::AuthentikSub::parse("ada-pairwise").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A first sight records the identity; it cannot then be linked to someone else.
+    f.me(&f.rsa.sign(&f.claims("bob"))).await;
+    let taken = f
+        .app
+        .admin(&creds, "/admin/users/ada/identities")
+        .json(&json!({"issuer": f.provider.issuer, "subject": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(taken).await, "identity_linked_elsewhere");
+    let listed: Value = f
+        .app
+        .http
+        .get(f.app.url("/admin/users/ada/identities"))
+        .header("X-Client-Key", &creds.client_key)
+        .header("X-API-Key", &creds.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["identities"].as_array().unwrap().len(), 1);
+}

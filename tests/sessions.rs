@@ -213,3 +213,60 @@ async fn pruning_on_sqlite() {
 async fn pruning_on_postgres() {
     pruning(Backend::Postgres).await;
 }
+
+/// Identities on the database: link, relink, refuse another user's.
+async fn identities(backend: Backend) {
+    let Some(db) = common::test_store(backend).await else {
+        return;
+    };
+    let f = Fixture {
+        sessions: SessionStore::Database(db.store.clone()),
+        store: db.store.clone(),
+        _db: db,
+    };
+    let ada = f.user("ada").await;
+    let bob = f.user("bob").await;
+    assert!(
+        f.store
+            .link_identity("https://idp", "s-1", ada)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .link_identity("https://idp", "s-1", ada)
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.store
+            .link_identity("https://idp", "s-1", bob)
+            .await
+            .is_err()
+    );
+    assert!(
+        f.store
+            .link_identity("https://other", "s-1", bob)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store.identity_user("https://idp", "s-1").await.unwrap(),
+        Some(ada)
+    );
+    assert_eq!(
+        f.store.identity_user("https://idp", "s-2").await.unwrap(),
+        None
+    );
+    assert_eq!(f.store.identities_of(bob).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn identities_on_sqlite() {
+    identities(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn identities_on_postgres() {
+    identities(Backend::Postgres).await;
+}

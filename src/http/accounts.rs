@@ -32,6 +32,10 @@ pub fn routes() -> Router<AppState> {
             "/admin/users/{authentik_sub}/sessions/{id}",
             delete(revoke_user_session),
         )
+        .route(
+            "/admin/users/{authentik_sub}/identities",
+            get(identities).post(link_identity),
+        )
         .route("/internal/sessions/{id}", get(session_status))
 }
 
@@ -258,4 +262,75 @@ async fn session_status(
         }),
         None => json!({ "sid": id, "active": false }),
     }))
+}
+
+async fn identities(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = user_id(&state, raw).await?;
+    let identities = state
+        .store
+        .identities_of(user)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(json!({ "identities": identities })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkIdentity {
+    issuer: String,
+    subject: String,
+}
+
+/// Links another identity-provider identity to the user, so that tokens for
+/// it open the same user (a second provider, or a changed subject mode).
+async fn link_identity(
+    caller: AdminCaller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<LinkIdentity>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let field = |name: &str, value: &str| -> Result<(), ApiError> {
+        if value.trim().is_empty() || value.len() > 1024 {
+            Err(ApiError::invalid_field(
+                name,
+                format!("{name} must be 1-1024 characters"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    field("issuer", &body.issuer)?;
+    field("subject", &body.subject)?;
+    let user = user_id(&state, raw).await?;
+    let created = match state
+        .store
+        .link_identity(&body.issuer, &body.subject, user)
+        .await
+    {
+        Ok(created) => created,
+        Err(crate::store::StoreError::AlreadyExists(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "identity_linked_elsewhere",
+                "this identity belongs to another user",
+            ));
+        }
+        Err(e) => return Err(ApiError::internal(&e)),
+    };
+    if created {
+        tracing::info!(actor = %caller.actor(), user_id = %user, issuer = %body.issuer, subject = %body.subject, "identity linked");
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "issuer": body.issuer, "subject": body.subject, "linked": created })),
+    ))
 }

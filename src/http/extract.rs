@@ -515,13 +515,33 @@ impl FromRequestParts<AppState> for Viewer {
 
 /// The user a provider's token names, created or refreshed from its claims
 /// (an email or name that memberd would refuse is left out, not fatal).
+/// The token's (issuer, subject) finds a linked user first; else the
+/// subject is the user's `authentik_sub`, and the identity is recorded.
 async fn external_user(state: &AppState, oidc: &Oidc, token: &str) -> Result<User, ApiError> {
+    let invalid = || ApiError::unauthorized("invalid_token", "the token is not valid");
+    let internal = |e: crate::store::StoreError| ApiError::internal(&e);
     let claims = oidc.verify(token).await.map_err(|e| match e {
         OidcError::Expired => ApiError::unauthorized("token_expired", "the token has expired"),
-        OidcError::Invalid(_) => ApiError::unauthorized("invalid_token", "the token is not valid"),
+        OidcError::Invalid(_) => invalid(),
     })?;
-    let sub = AuthentikSub::parse(claims.sub)
-        .map_err(|_| ApiError::unauthorized("invalid_token", "the token is not valid"))?;
+    let issuer = claims
+        .iss
+        .clone()
+        .or_else(|| oidc.issuer().map(str::to_owned))
+        .unwrap_or_default();
+    let linked = state
+        .store
+        .identity_user(&issuer, &claims.sub)
+        .await
+        .map_err(internal)?;
+    let linked_user = match linked {
+        Some(id) => state.store.user_by_id(id).await.map_err(internal)?,
+        None => None,
+    };
+    let sub = match &linked_user {
+        Some(user) => user.authentik_sub.clone(),
+        None => AuthentikSub::parse(claims.sub.clone()).map_err(|_| invalid())?,
+    };
     let upsert = UserUpsert {
         authentik_sub: sub,
         email: claims.email.and_then(|e| Email::parse(e).ok()),
@@ -532,6 +552,16 @@ async fn external_user(state: &AppState, oidc: &Oidc, token: &str) -> Result<Use
         is_active: None,
     };
     let user = state.directory.upsert_user(&upsert).await?;
+    if linked_user.is_none() {
+        match state
+            .store
+            .link_identity(&issuer, &claims.sub, user.id)
+            .await
+        {
+            Ok(_) | Err(crate::store::StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(internal(e)),
+        }
+    }
     if !user.is_active {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -16,6 +16,7 @@
 //! only when something did.
 
 mod clients;
+mod identities;
 mod import;
 mod login;
 mod roles;
@@ -35,6 +36,7 @@ use time::OffsetDateTime;
 
 use crate::model::{Grant, Revision, User, UserId};
 
+pub use identities::Identity;
 pub use login::{Attempt, ThrottleState};
 pub use sessions::RefreshOutcome;
 pub use users::ChangesSince;

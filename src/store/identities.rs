@@ -1,0 +1,60 @@
+//! Identities: a user's (issuer, subject) at each identity provider.
+
+use uuid::Uuid;
+
+use super::{AnyPool, Result, Store, StoreError, now, on_pool};
+use crate::model::UserId;
+
+/// One linked identity.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: String,
+}
+
+impl Store {
+    pub async fn identity_user(&self, issuer: &str, subject: &str) -> Result<Option<UserId>> {
+        let id: Option<Uuid> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT user_id FROM identities WHERE issuer = $1 AND subject = $2"
+        )
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(pool)
+        .await?);
+        Ok(id.map(UserId))
+    }
+
+    /// Links the identity to the user. Linking it again to the same user
+    /// changes nothing (false); an identity of another user is `AlreadyExists`.
+    pub async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> Result<bool> {
+        let inserted = on_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (issuer, subject) DO NOTHING"
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(user.0)
+        .bind(now())
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        if inserted == 1 {
+            return Ok(true);
+        }
+        match self.identity_user(issuer, subject).await? {
+            Some(owner) if owner == user => Ok(false),
+            _ => Err(StoreError::AlreadyExists("identity")),
+        }
+    }
+
+    pub async fn identities_of(&self, user: UserId) -> Result<Vec<Identity>> {
+        Ok(on_pool!(self, |pool| sqlx::query_as(
+            "SELECT issuer, subject FROM identities WHERE user_id = $1 ORDER BY issuer, subject"
+        )
+        .bind(user.0)
+        .fetch_all(pool)
+        .await?))
+    }
+}
