@@ -18,6 +18,7 @@ use crate::config::{Environment, Settings};
 use crate::http::{AppState, router};
 use crate::service::access::Engine;
 use crate::service::auth::{Auth, LoginSettings};
+use crate::service::authentik::Authentik;
 use crate::service::clients::{ClientAuthenticator, KeyHasher};
 use crate::service::directory::Directory;
 use crate::service::oidc::Oidc;
@@ -196,7 +197,12 @@ impl Application {
             Some(oidc) => Some(Oidc::start(oidc.clone()).await),
             None => None,
         };
+        let authentik = settings
+            .authentik
+            .clone()
+            .map(|a| Authentik::new(a, directory.clone()));
         let state = AppState {
+            authentik,
             oidc,
             frontend_tokens,
             auth,

@@ -16,6 +16,7 @@ use crate::authn::frontend::FrontendCipher;
 use crate::authn::password::{DEFAULT_MIN_PASSWORD_CHARS, HashCost, MAX_PASSWORD_CHARS};
 use crate::model::PathPattern;
 use crate::service::auth::CaptchaMode;
+use crate::service::authentik::AuthentikSettings;
 use crate::service::oidc::OidcSettings;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -78,6 +79,8 @@ pub struct Settings {
     pub public_paths: Vec<PathPattern>,
     /// The identity provider whose bearer tokens `/me` accepts.
     pub oidc: Option<OidcSettings>,
+    /// Authentik's admin API, for `/internal/authentik/users/ensure`.
+    pub authentik: Option<AuthentikSettings>,
 }
 
 impl Settings {
@@ -108,6 +111,7 @@ impl Settings {
             frontend_cipher: FrontendCipher::default(),
             public_paths: Vec::new(),
             oidc: None,
+            authentik: None,
         }
     }
 }
@@ -297,6 +301,31 @@ pub struct SettingsArgs {
         value_name = "SECONDS"
     )]
     pub oidc_leeway_seconds: Option<u64>,
+    /// Authentik's base URL, for ensuring users there (with the admin token).
+    #[arg(
+        long,
+        env = "MEMBERD_AUTHENTIK_BASE_URL",
+        global = true,
+        value_name = "URL"
+    )]
+    pub authentik_base_url: Option<String>,
+    /// An Authentik API token allowed to manage users.
+    #[arg(
+        long,
+        env = "MEMBERD_AUTHENTIK_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub authentik_admin_token: Option<String>,
+    /// How long a call to Authentik may take [default: 10].
+    #[arg(
+        long,
+        env = "MEMBERD_AUTHENTIK_TIMEOUT_SECONDS",
+        global = true,
+        value_name = "SECONDS"
+    )]
+    pub authentik_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +358,9 @@ struct FileSettings {
     oidc_audience: Option<String>,
     oidc_algorithms: Option<Vec<String>>,
     oidc_leeway_seconds: Option<u64>,
+    authentik_base_url: Option<String>,
+    authentik_admin_token: Option<Secret>,
+    authentik_timeout_seconds: Option<u64>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -462,7 +494,34 @@ impl SettingsArgs {
             None
         };
 
+        let authentik_base_url = self
+            .authentik_base_url
+            .clone()
+            .or(file.authentik_base_url)
+            .filter(|s| !s.trim().is_empty());
+        let authentik_admin_token = self
+            .authentik_admin_token
+            .clone()
+            .map(Secret::new)
+            .or(file.authentik_admin_token)
+            .filter(|s| !s.expose().trim().is_empty());
+        let authentik = match (authentik_base_url, authentik_admin_token) {
+            (Some(base_url), Some(admin_token)) => Some(AuthentikSettings {
+                base_url,
+                admin_token,
+                timeout: Duration::from_secs(
+                    self.authentik_timeout_seconds
+                        .or(file.authentik_timeout_seconds)
+                        .unwrap_or(10)
+                        .max(1),
+                ),
+            }),
+            (None, None) => None,
+            _ => bail!("set both authentik_base_url and authentik_admin_token, or neither"),
+        };
+
         Ok(Settings {
+            authentik,
             oidc,
             frontend_secret: self
                 .frontend_secret

@@ -13,6 +13,7 @@ use super::extract::{InternalCaller, JsonBody, QueryParams, path_param};
 use crate::authz::index::{EffectiveSnapshot, HeldRole, PermissionList};
 use crate::model::{AuthentikSub, Revision, User, UserId, UserUpsert};
 use crate::service::access::Subject;
+use crate::service::authentik::{AuthentikError, EnsureUser};
 use crate::service::directory::Changes;
 
 pub fn routes() -> Router<AppState> {
@@ -23,6 +24,10 @@ pub fn routes() -> Router<AppState> {
             get(snapshot),
         )
         .route("/internal/changes", get(changes))
+        .route(
+            "/internal/authentik/users/ensure",
+            post(ensure_in_authentik),
+        )
 }
 
 async fn upsert_by_sub(
@@ -150,4 +155,49 @@ mod tests {
         assert!(!none_match(&with("\"a.2\""), "\"a.1\""));
         assert!(!none_match(&HeaderMap::new(), "\"a.1\""));
     }
+}
+
+/// Creates or updates the user in Authentik, then in memberd by the subject
+/// Authentik gives it; answers both.
+async fn ensure_in_authentik(
+    _: InternalCaller,
+    State(state): State<AppState>,
+    JsonBody(wanted): JsonBody<EnsureUser>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let authentik = state.authentik.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_configured",
+            "set MEMBERD_AUTHENTIK_BASE_URL and MEMBERD_AUTHENTIK_ADMIN_TOKEN",
+        )
+    })?;
+    let (authentik_user, user) = authentik.ensure(wanted).await.map_err(|e| {
+        let message = e.to_string();
+        match e {
+            AuthentikError::Refused(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "identity_provider_error", message)
+            }
+            AuthentikError::Unreachable(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "identity_provider_unreachable",
+                message,
+            ),
+            AuthentikError::Timeout => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "identity_provider_timeout",
+                message,
+            ),
+            AuthentikError::UnknownGroup(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_group", message)
+                    .with_field("groups")
+            }
+            AuthentikError::Service(e) => e.into(),
+        }
+    })?;
+    if !user.is_active {
+        state.auth.sessions().revoke_all(user.id).await?;
+    }
+    Ok(Json(
+        serde_json::json!({ "authentik": authentik_user, "user": user }),
+    ))
 }

@@ -23,6 +23,7 @@ use crate::authn::internal::InternalSecrets;
 use crate::config::Settings;
 use crate::service::access::Engine;
 use crate::service::auth::Auth;
+use crate::service::authentik::Authentik;
 use crate::service::clients::ClientAuthenticator;
 use crate::service::directory::Directory;
 use crate::service::oidc::Oidc;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub frontend_tokens: Option<Arc<FrontendTokens>>,
     /// Verifies the identity provider's bearer tokens, when one is configured.
     pub oidc: Option<Oidc>,
+    /// Authentik's admin API, when configured.
+    pub authentik: Option<Authentik>,
 }
 
 pub fn router(state: AppState) -> Router {

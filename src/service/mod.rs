@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod authentik;
 pub mod casbin;
 pub mod clients;
 pub mod directory;
