@@ -11,6 +11,7 @@ mod health;
 mod internal;
 pub mod middleware;
 mod roles;
+mod scim;
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(authzen::routes())
         .merge(auth::routes())
         .merge(accounts::routes())
+        .merge(scim::routes())
         .fallback(|| async { ApiError::not_found("route_not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -21,6 +21,7 @@ mod import;
 mod login;
 mod roles;
 mod rows;
+mod scim;
 mod sessions;
 mod users;
 
@@ -38,6 +39,7 @@ use crate::model::{Grant, Revision, User, UserId};
 
 pub use identities::Identity;
 pub use login::{Attempt, ThrottleState};
+pub use scim::{ScimFilter, ScimUserRow};
 pub use sessions::RefreshOutcome;
 pub use users::ChangesSince;
 

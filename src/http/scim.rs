@@ -1,0 +1,623 @@
+//! SCIM 2.0 (RFC 7643/7644) inbound provisioning of users: identity
+//! providers push users here; memberd keeps them as its users. Groups are not
+//! served yet (see the README).
+//!
+//! Authentication: `Authorization: Bearer CLIENT_KEY:API_KEY` of an API
+//! client (give the provider a client of its own, limited to `/scim/**`).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::AppState;
+use super::extract::client_info;
+use crate::authn::Secret;
+use crate::model::{AuthentikSub, DisplayName, Email, UserId, UserUpsert};
+use crate::service::ServiceError;
+use crate::service::clients::{ClientRequest, Freshness};
+use crate::store::{ScimFilter, ScimUserRow, StoreError};
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const MAX_PAGE: i64 = 200;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/scim/v2/ServiceProviderConfig",
+            get(service_provider_config),
+        )
+        .route("/scim/v2/ResourceTypes", get(resource_types))
+        .route("/scim/v2/Schemas", get(schemas))
+        .route("/scim/v2/Users", get(list_users).post(create_user))
+        .route(
+            "/scim/v2/Users/{id}",
+            get(get_user)
+                .put(replace_user)
+                .patch(patch_user)
+                .delete(delete_user),
+        )
+}
+
+/// An error in SCIM's shape (RFC 7644 §3.12).
+struct ScimError {
+    status: StatusCode,
+    scim_type: Option<&'static str>,
+    detail: String,
+}
+
+impl ScimError {
+    fn new(status: StatusCode, scim_type: Option<&'static str>, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            scim_type,
+            detail: detail.into(),
+        }
+    }
+    fn bad(scim_type: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some(scim_type), detail)
+    }
+    fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, None, "no such user")
+    }
+}
+
+impl IntoResponse for ScimError {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "schemas": [ERROR_SCHEMA],
+            "status": self.status.as_u16().to_string(),
+            "detail": self.detail,
+        });
+        if let Some(t) = self.scim_type {
+            body["scimType"] = t.into();
+        }
+        scim_json(self.status, body)
+    }
+}
+
+impl From<ServiceError> for ScimError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound(_) => Self::not_found(),
+            other => {
+                tracing::error!(error = %other, "SCIM request failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error")
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ScimError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(_) => Self::new(
+                StatusCode::CONFLICT,
+                Some("uniqueness"),
+                "another user has this userName",
+            ),
+            other => ServiceError::from(other).into(),
+        }
+    }
+}
+
+fn scim_json(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/scim+json"),
+    );
+    response
+}
+
+/// An API client presenting `Bearer CLIENT_KEY:API_KEY`.
+struct ScimCaller;
+
+impl FromRequestParts<AppState> for ScimCaller {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ScimError> {
+        let unauthorized = || {
+            ScimError::new(
+                StatusCode::UNAUTHORIZED,
+                None,
+                "send Authorization: Bearer CLIENT_KEY:API_KEY",
+            )
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        let (client_key, api_key) = token.trim().split_once(':').ok_or_else(unauthorized)?;
+        let api_key = Secret::new(api_key);
+        let info = client_info(parts, state);
+        let ip = info.ip.as_deref().and_then(|ip| ip.parse().ok());
+        let request = ClientRequest {
+            client_key,
+            api_key: &api_key,
+            origin: None,
+            ip,
+            path: parts.uri.path(),
+        };
+        match state
+            .client_auth
+            .authenticate(request, Freshness::Strict)
+            .await
+        {
+            Ok(_) => Ok(ScimCaller),
+            Err(e) => Err(ScimError::new(
+                StatusCode::UNAUTHORIZED,
+                None,
+                e.to_string(),
+            )),
+        }
+    }
+}
+
+fn base_url(parts_host: Option<&str>, state: &AppState) -> String {
+    match &state.settings.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", parts_host.unwrap_or("localhost")),
+    }
+}
+
+fn user_json(row: &ScimUserRow, base: &str) -> Value {
+    let when = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    let mut out = json!({
+        "schemas": [USER_SCHEMA],
+        "id": row.user_id,
+        "userName": row.user_name,
+        "active": row.is_active,
+        "meta": {
+            "resourceType": "User",
+            "created": when(row.created_at),
+            "lastModified": when(row.updated_at),
+            "location": format!("{base}/scim/v2/Users/{}", row.user_id),
+        },
+    });
+    if let Some(external_id) = &row.external_id {
+        out["externalId"] = external_id.as_str().into();
+    }
+    if let Some(name) = &row.display_name {
+        out["displayName"] = name.as_str().into();
+        out["name"] = json!({ "formatted": name });
+    }
+    if let Some(email) = &row.email {
+        out["emails"] = json!([{ "value": email, "primary": true }]);
+    }
+    out
+}
+
+/// The attributes of a User memberd keeps, read leniently from a resource.
+#[derive(Debug, Default, Clone)]
+struct UserFields {
+    user_name: Option<String>,
+    external_id: Option<String>,
+    display_name: Option<String>,
+    email: Option<String>,
+    active: Option<bool>,
+}
+
+impl UserFields {
+    /// Takes the attributes present in `resource` (a User, or a PATCH value).
+    fn absorb(&mut self, resource: &Value) -> Result<(), ScimError> {
+        let Some(object) = resource.as_object() else {
+            return Err(ScimError::bad("invalidValue", "expected an object"));
+        };
+        for (key, value) in object {
+            self.set(key, value)?;
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, attribute: &str, value: &Value) -> Result<(), ScimError> {
+        let text = |v: &Value| {
+            v.as_str().map(str::to_owned).ok_or_else(|| {
+                ScimError::bad("invalidValue", format!("{attribute} must be a string"))
+            })
+        };
+        match attribute.to_ascii_lowercase().as_str() {
+            "username" => self.user_name = Some(text(value)?),
+            "externalid" => self.external_id = Some(text(value)?),
+            "displayname" => self.display_name = Some(text(value)?),
+            "name" => {
+                let formatted = value["formatted"].as_str().map(str::to_owned).or_else(|| {
+                    let parts: Vec<&str> = [&value["givenName"], &value["familyName"]]
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect();
+                    (!parts.is_empty()).then(|| parts.join(" "))
+                });
+                if self.display_name.is_none() {
+                    self.display_name = formatted;
+                }
+            }
+            "emails" => {
+                let emails = value
+                    .as_array()
+                    .ok_or_else(|| ScimError::bad("invalidValue", "emails must be an array"))?;
+                let chosen = emails
+                    .iter()
+                    .find(|e| e["primary"] == true)
+                    .or_else(|| emails.first());
+                self.email = chosen.and_then(|e| e["value"].as_str()).map(str::to_owned);
+            }
+            "active" => {
+                self.active = Some(match value {
+                    Value::Bool(b) => *b,
+                    // Some providers send booleans as strings in PATCH values.
+                    Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                    Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                    _ => return Err(ScimError::bad("invalidValue", "active must be a boolean")),
+                })
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn upsert(&self, sub: AuthentikSub) -> Result<UserUpsert, ScimError> {
+        Ok(UserUpsert {
+            authentik_sub: sub,
+            email: self
+                .email
+                .clone()
+                .map(Email::parse)
+                .transpose()
+                .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?,
+            display_name: self
+                .display_name
+                .clone()
+                .map(DisplayName::parse)
+                .transpose()
+                .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?,
+            is_active: self.active,
+        })
+    }
+}
+
+fn parse_body(bytes: &Bytes) -> Result<Value, ScimError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ScimError::bad("invalidSyntax", format!("malformed JSON: {e}")))
+}
+
+fn user_id(raw: &str) -> Result<UserId, ScimError> {
+    raw.parse::<Uuid>()
+        .map(UserId)
+        .map_err(|_| ScimError::not_found())
+}
+
+async fn load(state: &AppState, id: UserId) -> Result<ScimUserRow, ScimError> {
+    state
+        .store
+        .scim_user(id)
+        .await?
+        .ok_or_else(ScimError::not_found)
+}
+
+/// Writes the fields to the user (and signs a deactivated user out).
+async fn save(
+    state: &AppState,
+    sub: AuthentikSub,
+    fields: &UserFields,
+    user_name: &str,
+) -> Result<UserId, ScimError> {
+    let user = state.directory.upsert_user(&fields.upsert(sub)?).await?;
+    state
+        .store
+        .put_scim_user(user.id, user_name, fields.external_id.as_deref())
+        .await?;
+    if !user.is_active {
+        state.auth.sessions().revoke_all(user.id).await?;
+    }
+    Ok(user.id)
+}
+
+fn host(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn create_user(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let mut fields = UserFields::default();
+    fields.absorb(&parse_body(&body)?)?;
+    let user_name = fields
+        .user_name
+        .clone()
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| ScimError::bad("invalidValue", "userName is required"))?;
+    if state
+        .store
+        .scim_users(&ScimFilter::UserName(user_name.clone()), 0, 1)
+        .await?
+        .0
+        > 0
+    {
+        return Err(ScimError::new(
+            StatusCode::CONFLICT,
+            Some("uniqueness"),
+            "a user with this userName exists",
+        ));
+    }
+    // The provider's stable id (Authentik sends the user's uid as externalId)
+    // is the subject its tokens carry; without one, the userName.
+    let sub_text = fields
+        .external_id
+        .clone()
+        .unwrap_or_else(|| user_name.clone());
+    let sub =
+        AuthentikSub::parse(sub_text).map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
+    let id = save(&state, sub, &fields, &user_name).await?;
+    let row = load(&state, id).await?;
+    Ok(scim_json(
+        StatusCode::CREATED,
+        user_json(&row, &base_url(host(&headers).as_deref(), &state)),
+    ))
+}
+
+async fn get_user(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ScimError> {
+    let row = load(&state, user_id(&id)?).await?;
+    Ok(scim_json(
+        StatusCode::OK,
+        user_json(&row, &base_url(host(&headers).as_deref(), &state)),
+    ))
+}
+
+/// `filter=userName eq "…"` or `externalId eq "…"`; `startIndex` (1-based), `count`.
+fn parse_filter(filter: Option<&str>) -> Result<ScimFilter, ScimError> {
+    let Some(filter) = filter.map(str::trim).filter(|f| !f.is_empty()) else {
+        return Ok(ScimFilter::All);
+    };
+    let unsupported = || ScimError::bad("invalidFilter", format!("unsupported filter: {filter}"));
+    let mut parts = filter.splitn(3, ' ');
+    let (Some(attribute), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(unsupported());
+    };
+    if !op.eq_ignore_ascii_case("eq") {
+        return Err(unsupported());
+    }
+    let value: String = serde_json::from_str(value.trim()).map_err(|_| unsupported())?;
+    match attribute.to_ascii_lowercase().as_str() {
+        "username" => Ok(ScimFilter::UserName(value)),
+        "externalid" => Ok(ScimFilter::ExternalId(value)),
+        _ => Err(unsupported()),
+    }
+}
+
+async fn list_users(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ScimError> {
+    let params: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let filter = parse_filter(params.get("filter").map(String::as_str))?;
+    let number = |name: &str, default: i64| -> Result<i64, ScimError> {
+        params.get(name).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| ScimError::bad("invalidValue", format!("{name} must be a number")))
+        })
+    };
+    let start_index = number("startIndex", 1)?.max(1);
+    let count = number("count", 100)?.clamp(0, MAX_PAGE);
+    let (total, rows) = state
+        .store
+        .scim_users(&filter, start_index - 1, count)
+        .await?;
+    let base = base_url(host(&headers).as_deref(), &state);
+    let resources: Vec<Value> = rows.iter().map(|r| user_json(r, &base)).collect();
+    Ok(scim_json(
+        StatusCode::OK,
+        json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": total,
+            "startIndex": start_index,
+            "itemsPerPage": resources.len(),
+            "Resources": resources,
+        }),
+    ))
+}
+
+async fn replace_user(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let row = load(&state, user_id(&id)?).await?;
+    let mut fields = UserFields::default();
+    fields.absorb(&parse_body(&body)?)?;
+    let user_name = fields
+        .user_name
+        .clone()
+        .unwrap_or_else(|| row.user_name.clone());
+    // A replace without `active` leaves the user active (RFC 7643's default).
+    fields.active.get_or_insert(true);
+    let sub = AuthentikSub::parse(row.authentik_sub.clone())
+        .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
+    save(&state, sub, &fields, &user_name).await?;
+    let row = load(&state, UserId(row.user_id)).await?;
+    Ok(scim_json(
+        StatusCode::OK,
+        user_json(&row, &base_url(host(&headers).as_deref(), &state)),
+    ))
+}
+
+async fn patch_user(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let row = load(&state, user_id(&id)?).await?;
+    let body = parse_body(&body)?;
+    if !body["schemas"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|v| v == PATCH_SCHEMA))
+    {
+        return Err(ScimError::bad(
+            "invalidSyntax",
+            format!("schemas must include {PATCH_SCHEMA}"),
+        ));
+    }
+    let operations = body["Operations"]
+        .as_array()
+        .ok_or_else(|| ScimError::bad("invalidSyntax", "Operations must be an array"))?;
+    let mut fields = UserFields {
+        external_id: row.external_id.clone(),
+        ..UserFields::default()
+    };
+    for operation in operations {
+        let op = operation["op"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if op != "add" && op != "replace" {
+            return Err(ScimError::bad(
+                "invalidValue",
+                format!("unsupported op {op:?} (add and replace are)"),
+            ));
+        }
+        let value = &operation["value"];
+        match operation["path"].as_str() {
+            None => fields.absorb(value)?,
+            // `emails[type eq "work"].value` and the like set the email.
+            Some(path) if path.to_ascii_lowercase().starts_with("emails") => {
+                let email = value.as_str().map(str::to_owned).or_else(|| {
+                    value
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .and_then(|e| e["value"].as_str())
+                        .map(str::to_owned)
+                });
+                fields.email = email;
+            }
+            Some(path) => fields.set(path, value)?,
+        }
+    }
+    let user_name = fields
+        .user_name
+        .clone()
+        .unwrap_or_else(|| row.user_name.clone());
+    let sub = AuthentikSub::parse(row.authentik_sub.clone())
+        .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
+    save(&state, sub, &fields, &user_name).await?;
+    let row = load(&state, UserId(row.user_id)).await?;
+    Ok(scim_json(
+        StatusCode::OK,
+        user_json(&row, &base_url(host(&headers).as_deref(), &state)),
+    ))
+}
+
+/// Deactivates the user: their grants and roles stay, their sessions end.
+async fn delete_user(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ScimError> {
+    let row = load(&state, user_id(&id)?).await?;
+    let fields = UserFields {
+        external_id: row.external_id.clone(),
+        active: Some(false),
+        ..UserFields::default()
+    };
+    let sub = AuthentikSub::parse(row.authentik_sub.clone())
+        .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
+    save(&state, sub, &fields, &row.user_name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn service_provider_config() -> Response {
+    scim_json(
+        StatusCode::OK,
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": { "supported": true },
+            "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
+            "filter": { "supported": true, "maxResults": MAX_PAGE },
+            "changePassword": { "supported": false },
+            "sort": { "supported": false },
+            "etag": { "supported": false },
+            "authenticationSchemes": [{
+                "type": "oauthbearertoken",
+                "name": "API client",
+                "description": "Authorization: Bearer CLIENT_KEY:API_KEY of a memberd API client",
+            }],
+            "meta": { "resourceType": "ServiceProviderConfig" },
+        }),
+    )
+}
+
+async fn resource_types() -> Response {
+    scim_json(
+        StatusCode::OK,
+        json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": 1,
+            "Resources": [{
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+                "id": "User",
+                "name": "User",
+                "endpoint": "/Users",
+                "schema": USER_SCHEMA,
+                "meta": { "resourceType": "ResourceType" },
+            }],
+        }),
+    )
+}
+
+async fn schemas() -> Response {
+    let attribute = |name: &str, kind: &str, required: bool| {
+        json!({ "name": name, "type": kind, "multiValued": false, "required": required,
+                "mutability": "readWrite", "returned": "default", "uniqueness": "none" })
+    };
+    scim_json(
+        StatusCode::OK,
+        json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": 1,
+            "Resources": [{
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+                "id": USER_SCHEMA,
+                "name": "User",
+                "attributes": [
+                    attribute("userName", "string", true),
+                    attribute("displayName", "string", false),
+                    attribute("active", "boolean", false),
+                    { "name": "emails", "type": "complex", "multiValued": true, "required": false,
+                      "mutability": "readWrite", "returned": "default" },
+                ],
+                "meta": { "resourceType": "Schema" },
+            }],
+        }),
+    )
+}
