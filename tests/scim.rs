@@ -176,4 +176,61 @@ async fn errors_come_in_scim_form(s) {
     assert_eq!(unknown["status"], "404");
 }
 
+
+async fn groups_linked_to_a_role_carry_it_to_their_members(s) {
+    let alice = s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"})).await;
+    let bob = s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "bob"})).await;
+    let (alice_id, bob_id) = (alice["id"].as_str().unwrap(), bob["id"].as_str().unwrap());
+    let role = s.app.admin(&s.creds, "/admin/roles").json(&json!({"name": "editors"})).send().await.unwrap();
+    assert_eq!(role.status(), StatusCode::CREATED);
+    let roles_of = |sub: &'static str| {
+        let app = &s.app;
+        async move {
+            let snapshot: Value = app.snapshot(sub).await.json().await.unwrap();
+            snapshot["roles"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+
+    let (status, group) = s.send(Method::POST, "/scim/v2/Groups", Some(json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "Editors",
+        "members": [{"value": alice_id, "display": "alice"}]
+    }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let group_id = group["id"].as_str().unwrap().to_owned();
+    assert_eq!(group["members"].as_array().unwrap().len(), 1);
+    assert!(roles_of("alice").await.is_empty(), "an unlinked group gives nothing");
+
+    let linked = s.app.http.put(s.app.url(&format!("/admin/scim/groups/{group_id}/role")))
+        .header("X-Client-Key", &s.creds.client_key).header("X-API-Key", &s.creds.api_key)
+        .json(&json!({"role": "editors"})).send().await.unwrap();
+    assert_eq!(linked.status(), StatusCode::OK);
+    assert_eq!(roles_of("alice").await, ["editors"]);
+
+    // RFC 7644 §3.5.2.1: add a member.
+    let (status, _) = s.send(Method::PATCH, &format!("/scim/v2/Groups/{group_id}"), Some(patch(json!([
+        {"op": "add", "path": "members", "value": [{"display": "bob", "value": bob_id}]}
+    ])))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(roles_of("bob").await, ["editors"]);
+    // §3.5.2.2: remove one by filter.
+    let (status, after) = s.send(Method::PATCH, &format!("/scim/v2/Groups/{group_id}"), Some(patch(json!([
+        {"op": "remove", "path": format!("members[value eq \"{alice_id}\"]")}
+    ])))).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert!(roles_of("alice").await.is_empty());
+    assert_eq!(after["members"].as_array().unwrap().len(), 1);
+
+    let (_, found) = s.send(Method::GET, "/scim/v2/Groups?filter=displayName%20eq%20%22editors%22", None).await;
+    assert_eq!(found["totalResults"], 1);
+    let (status, _) = s.send(Method::PATCH, &format!("/scim/v2/Groups/{group_id}"), Some(patch(json!([
+        {"op": "add", "path": "members", "value": [{"value": "2819c223-7f76-453a-919d-413861904646"}]}
+    ])))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "members must be users");
+
+    let deleted = s.request(Method::DELETE, &format!("/scim/v2/Groups/{group_id}")).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(roles_of("bob").await.is_empty(), "deleting the group takes its role");
+}
+
 }

@@ -1,6 +1,6 @@
-//! SCIM 2.0 (RFC 7643/7644) inbound provisioning of users: identity
-//! providers push users here; memberd keeps them as its users. Groups are not
-//! served yet (see the README).
+//! SCIM 2.0 (RFC 7643/7644) inbound provisioning: identity providers push
+//! users and groups here. Users are memberd's users; a group linked to a role
+//! (`PUT /admin/scim/groups/{id}/role`) makes its members hold the role.
 //!
 //! Authentication: `Authorization: Bearer CLIENT_KEY:API_KEY` of an API
 //! client (give the provider a client of its own, limited to `/scim/**`).
@@ -17,12 +17,15 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::AppState;
-use super::extract::client_info;
+use super::error::ApiError;
+use super::extract::{AdminCaller, JsonBody, client_info};
 use crate::authn::Secret;
-use crate::model::{AuthentikSub, DisplayName, Email, UserId, UserUpsert};
+use crate::model::{
+    AuthentikSub, DisplayName, Email, RoleAssignment, RoleName, Scope, ScopeId, UserId, UserUpsert,
+};
 use crate::service::ServiceError;
 use crate::service::clients::{ClientRequest, Freshness};
-use crate::store::{ScimFilter, ScimUserRow, StoreError};
+use crate::store::{ScimFilter, ScimGroupRow, ScimUserRow, StoreError};
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
@@ -31,7 +34,7 @@ const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const MAX_PAGE: i64 = 200;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    group_routes()
         .route(
             "/scim/v2/ServiceProviderConfig",
             get(service_provider_config),
@@ -582,13 +585,20 @@ async fn resource_types() -> Response {
         StatusCode::OK,
         json!({
             "schemas": [LIST_SCHEMA],
-            "totalResults": 1,
+            "totalResults": 2,
             "Resources": [{
                 "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
                 "id": "User",
                 "name": "User",
                 "endpoint": "/Users",
                 "schema": USER_SCHEMA,
+                "meta": { "resourceType": "ResourceType" },
+            }, {
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+                "id": "Group",
+                "name": "Group",
+                "endpoint": "/Groups",
+                "schema": "urn:ietf:params:scim:schemas:core:2.0:Group",
                 "meta": { "resourceType": "ResourceType" },
             }],
         }),
@@ -620,4 +630,450 @@ async fn schemas() -> Response {
             }],
         }),
     )
+}
+
+// ---- groups -------------------------------------------------------------------
+
+const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+pub fn group_routes() -> Router<AppState> {
+    Router::new()
+        .route("/scim/v2/Groups", get(list_groups).post(create_group))
+        .route(
+            "/admin/scim/groups/{id}/role",
+            axum::routing::put(link_group_role),
+        )
+        .route(
+            "/scim/v2/Groups/{id}",
+            get(get_group)
+                .put(replace_group)
+                .patch(patch_group)
+                .delete(delete_group),
+        )
+}
+
+/// Where a linked group's members hold its role: everywhere.
+fn everywhere(role: &str) -> Result<RoleAssignment, ScimError> {
+    Ok(RoleAssignment {
+        role: RoleName::parse(role).map_err(|e| ScimError::bad("invalidValue", e.to_string()))?,
+        scope: Scope {
+            scope_type: "*".into(),
+            scope_id: ScopeId::parse("*").expect("a valid scope id"),
+        },
+    })
+}
+
+/// Puts the user in the group or takes them out; a group linked to a role
+/// gives or takes the role with it.
+pub async fn set_membership(
+    state: &AppState,
+    group: &ScimGroupRow,
+    user: UserId,
+    member: bool,
+) -> Result<(), ServiceError> {
+    let changed = state.store.set_scim_member(group.id, user, member).await?;
+    if let (true, Some(role)) = (changed, &group.role_name) {
+        hold_role(state, role, user, member).await?;
+    }
+    Ok(())
+}
+
+/// Gives the user the role everywhere, or takes it.
+async fn hold_role(
+    state: &AppState,
+    role: &str,
+    user: UserId,
+    hold: bool,
+) -> Result<(), ServiceError> {
+    let Some(sub) = state.store.user_by_id(user).await?.map(|u| u.authentik_sub) else {
+        return Ok(());
+    };
+    let assignment = everywhere(role).map_err(|e| ServiceError::Invalid(e.detail))?;
+    if hold {
+        state.directory.assign_role(&sub, &assignment).await?;
+    } else {
+        state.directory.unassign_role(&sub, &assignment).await?;
+    }
+    Ok(())
+}
+
+async fn load_group(state: &AppState, raw: &str) -> Result<ScimGroupRow, ScimError> {
+    let id: Uuid = raw
+        .parse()
+        .map_err(|_| ScimError::new(StatusCode::NOT_FOUND, None, "no such group"))?;
+    state
+        .store
+        .scim_group(id)
+        .await?
+        .ok_or_else(|| ScimError::new(StatusCode::NOT_FOUND, None, "no such group"))
+}
+
+async fn group_json(
+    state: &AppState,
+    group: &ScimGroupRow,
+    base: &str,
+) -> Result<Value, ScimError> {
+    let when = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    let members: Vec<Value> = state
+        .store
+        .scim_members(group.id)
+        .await?
+        .iter()
+        .map(|m| {
+            json!({
+                "value": m.user_id,
+                "display": m.user_name.as_deref().unwrap_or(&m.authentik_sub),
+                "$ref": format!("{base}/scim/v2/Users/{}", m.user_id),
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "schemas": [GROUP_SCHEMA],
+        "id": group.id,
+        "displayName": group.display_name,
+        "members": members,
+        "meta": {
+            "resourceType": "Group",
+            "created": when(group.created_at),
+            "lastModified": when(group.updated_at),
+            "location": format!("{base}/scim/v2/Groups/{}", group.id),
+        },
+    });
+    if let Some(external_id) = &group.external_id {
+        out["externalId"] = external_id.as_str().into();
+    }
+    Ok(out)
+}
+
+/// The user ids in a `members` value: `[{"value": id}, …]`.
+fn member_ids(value: &Value) -> Result<Vec<UserId>, ScimError> {
+    let members = match value {
+        Value::Array(a) => a.clone(),
+        Value::Object(_) => vec![value.clone()],
+        Value::Null => Vec::new(),
+        _ => return Err(ScimError::bad("invalidValue", "members must be an array")),
+    };
+    members
+        .iter()
+        .map(|m| {
+            m["value"]
+                .as_str()
+                .and_then(|v| v.parse::<Uuid>().ok())
+                .map(UserId)
+                .ok_or_else(|| {
+                    ScimError::bad("invalidValue", "each member needs a user id as value")
+                })
+        })
+        .collect()
+}
+
+async fn existing_users(state: &AppState, ids: &[UserId]) -> Result<(), ScimError> {
+    for id in ids {
+        if state.store.user_by_id(*id).await?.is_none() {
+            return Err(ScimError::bad("invalidValue", format!("no user {}", id.0)));
+        }
+    }
+    Ok(())
+}
+
+/// Makes the group's members exactly `wanted`.
+async fn set_members(
+    state: &AppState,
+    group: &ScimGroupRow,
+    wanted: &[UserId],
+) -> Result<(), ScimError> {
+    existing_users(state, wanted).await?;
+    let current: Vec<UserId> = state
+        .store
+        .scim_members(group.id)
+        .await?
+        .iter()
+        .map(|m| UserId(m.user_id))
+        .collect();
+    for user in current.iter().filter(|u| !wanted.contains(u)) {
+        set_membership(state, group, *user, false).await?;
+    }
+    for user in wanted.iter().filter(|u| !current.contains(u)) {
+        set_membership(state, group, *user, true).await?;
+    }
+    Ok(())
+}
+
+async fn create_group(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let body = parse_body(&body)?;
+    let name = body["displayName"]
+        .as_str()
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ScimError::bad("invalidValue", "displayName is required"))?;
+    let members = member_ids(&body["members"])?;
+    existing_users(&state, &members).await?;
+    let id = Uuid::new_v4();
+    state
+        .store
+        .insert_scim_group(id, name, body["externalId"].as_str())
+        .await?;
+    let group = state
+        .store
+        .scim_group(id)
+        .await?
+        .ok_or_else(ScimError::not_found)?;
+    set_members(&state, &group, &members).await?;
+    let base = base_url(host(&headers).as_deref(), &state);
+    Ok(scim_json(
+        StatusCode::CREATED,
+        group_json(&state, &group, &base).await?,
+    ))
+}
+
+async fn get_group(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ScimError> {
+    let group = load_group(&state, &id).await?;
+    let base = base_url(host(&headers).as_deref(), &state);
+    Ok(scim_json(
+        StatusCode::OK,
+        group_json(&state, &group, &base).await?,
+    ))
+}
+
+async fn list_groups(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ScimError> {
+    let params: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let name = match params
+        .get("filter")
+        .map(|f| f.trim())
+        .filter(|f| !f.is_empty())
+    {
+        None => None,
+        Some(filter) => {
+            let unsupported =
+                || ScimError::bad("invalidFilter", format!("unsupported filter: {filter}"));
+            let mut parts = filter.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(op), Some(v))
+                    if a.eq_ignore_ascii_case("displayName") && op.eq_ignore_ascii_case("eq") =>
+                {
+                    Some(serde_json::from_str::<String>(v.trim()).map_err(|_| unsupported())?)
+                }
+                _ => return Err(unsupported()),
+            }
+        }
+    };
+    let groups = state.store.scim_groups(name.as_deref()).await?;
+    let base = base_url(host(&headers).as_deref(), &state);
+    let mut resources = Vec::new();
+    for group in &groups {
+        resources.push(group_json(&state, group, &base).await?);
+    }
+    Ok(scim_json(
+        StatusCode::OK,
+        json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": resources.len(),
+            "startIndex": 1,
+            "itemsPerPage": resources.len(),
+            "Resources": resources,
+        }),
+    ))
+}
+
+async fn replace_group(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let group = load_group(&state, &id).await?;
+    let body = parse_body(&body)?;
+    let name = body["displayName"]
+        .as_str()
+        .unwrap_or(&group.display_name)
+        .to_owned();
+    state
+        .store
+        .rename_scim_group(group.id, &name, body["externalId"].as_str())
+        .await?;
+    set_members(&state, &group, &member_ids(&body["members"])?).await?;
+    let group = load_group(&state, &id).await?;
+    let base = base_url(host(&headers).as_deref(), &state);
+    Ok(scim_json(
+        StatusCode::OK,
+        group_json(&state, &group, &base).await?,
+    ))
+}
+
+/// `members[value eq "ID"]`: the member a remove names.
+fn member_in_path(path: &str) -> Option<UserId> {
+    let inner = path.strip_prefix("members[")?.strip_suffix(']')?;
+    let mut parts = inner.splitn(3, ' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("value"), Some(op), Some(v)) if op.eq_ignore_ascii_case("eq") => {
+            serde_json::from_str::<String>(v)
+                .ok()?
+                .parse()
+                .ok()
+                .map(UserId)
+        }
+        _ => None,
+    }
+}
+
+async fn patch_group(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let group = load_group(&state, &id).await?;
+    let body = parse_body(&body)?;
+    let operations = body["Operations"]
+        .as_array()
+        .ok_or_else(|| ScimError::bad("invalidSyntax", "Operations must be an array"))?;
+    for operation in operations {
+        let op = operation["op"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let path = operation["path"].as_str().unwrap_or_default();
+        let value = &operation["value"];
+        match (op.as_str(), path) {
+            ("add", p) if p.eq_ignore_ascii_case("members") => {
+                let ids = member_ids(value)?;
+                existing_users(&state, &ids).await?;
+                for user in ids {
+                    set_membership(&state, &group, user, true).await?;
+                }
+            }
+            ("remove", p) if p.eq_ignore_ascii_case("members") => {
+                for user in member_ids(value)? {
+                    set_membership(&state, &group, user, false).await?;
+                }
+            }
+            ("remove", p) if member_in_path(p).is_some() => {
+                let user = member_in_path(p).expect("checked above");
+                set_membership(&state, &group, user, false).await?;
+            }
+            ("replace", p) if p.eq_ignore_ascii_case("members") => {
+                set_members(&state, &group, &member_ids(value)?).await?;
+            }
+            ("replace", p)
+                if p.eq_ignore_ascii_case("displayName")
+                    || (p.is_empty() && value["displayName"].is_string()) =>
+            {
+                let name = value
+                    .as_str()
+                    .or(value["displayName"].as_str())
+                    .unwrap_or_default();
+                if name.trim().is_empty() {
+                    return Err(ScimError::bad(
+                        "invalidValue",
+                        "displayName must be a string",
+                    ));
+                }
+                state
+                    .store
+                    .rename_scim_group(group.id, name, group.external_id.as_deref())
+                    .await?;
+            }
+            _ => {
+                return Err(ScimError::bad(
+                    "invalidPath",
+                    format!("unsupported operation {op:?} on {path:?}"),
+                ));
+            }
+        }
+    }
+    let group = load_group(&state, &id).await?;
+    let base = base_url(host(&headers).as_deref(), &state);
+    Ok(scim_json(
+        StatusCode::OK,
+        group_json(&state, &group, &base).await?,
+    ))
+}
+
+/// Deletes the group; a linked role is taken from its members.
+async fn delete_group(
+    _: ScimCaller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ScimError> {
+    let group = load_group(&state, &id).await?;
+    set_members(&state, &group, &[]).await?;
+    state.store.delete_scim_group(group.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRole {
+    /// The role the group's members hold, or null to unlink.
+    role: Option<RoleName>,
+}
+
+/// Links a SCIM group to a role (or unlinks it): the members gain (or lose)
+/// the role everywhere, and later membership changes carry it along.
+async fn link_group_role(
+    caller: AdminCaller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<GroupRole>,
+) -> Result<Json<Value>, ApiError> {
+    let group = load_group(&state, &id)
+        .await
+        .map_err(|_| ApiError::not_found("group_not_found", "no such SCIM group"))?;
+    if let Some(role) = &body.role {
+        state.directory.role(role).await?;
+    }
+    let members: Vec<UserId> = state
+        .store
+        .scim_members(group.id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .iter()
+        .map(|m| UserId(m.user_id))
+        .collect();
+    // Take the old role from the members, link, then give the new one.
+    if let Some(old) = &group.role_name {
+        for user in &members {
+            hold_role(&state, old, *user, false).await?;
+        }
+    }
+    state
+        .store
+        .set_scim_group_role(group.id, body.role.as_ref().map(RoleName::as_str))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    if let Some(new) = &body.role {
+        for user in &members {
+            hold_role(&state, new.as_str(), *user, true).await?;
+        }
+    }
+    let linked = ScimGroupRow {
+        role_name: body.role.as_ref().map(|r| r.as_str().to_owned()),
+        ..group
+    };
+    tracing::info!(actor = %caller.actor(), group = %linked.display_name, role = ?linked.role_name, "SCIM group linked");
+    Ok(Json(json!({
+        "id": linked.id,
+        "displayName": linked.display_name,
+        "role": linked.role_name,
+        "members": members.len(),
+    })))
 }

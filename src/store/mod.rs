@@ -39,7 +39,7 @@ use crate::model::{Grant, Revision, User, UserId};
 
 pub use identities::Identity;
 pub use login::{Attempt, ThrottleState};
-pub use scim::{ScimFilter, ScimUserRow};
+pub use scim::{ScimFilter, ScimGroupRow, ScimMemberRow, ScimUserRow};
 pub use sessions::RefreshOutcome;
 pub use users::ChangesSince;
 

@@ -116,3 +116,168 @@ impl Store {
         }
     }
 }
+
+/// A group pushed over SCIM.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ScimGroupRow {
+    pub id: Uuid,
+    pub display_name: String,
+    pub external_id: Option<String>,
+    pub role_name: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A member as SCIM shows it: the user's id and userName (or subject).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ScimMemberRow {
+    pub user_id: Uuid,
+    pub authentik_sub: String,
+    pub user_name: Option<String>,
+}
+
+const GROUP_COLUMNS: &str = "id, display_name, external_id, role_name, created_at, updated_at";
+
+impl Store {
+    /// Creates a group; a displayName another group has is `AlreadyExists`.
+    pub async fn insert_scim_group(
+        &self,
+        id: Uuid,
+        display_name: &str,
+        external_id: Option<&str>,
+    ) -> Result<()> {
+        let at = now();
+        let inserted = on_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO scim_groups (id, display_name, display_name_key, external_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING"
+        )
+        .bind(id)
+        .bind(display_name)
+        .bind(display_name.to_lowercase())
+        .bind(external_id)
+        .bind(at)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        if inserted == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::AlreadyExists("displayName"))
+        }
+    }
+
+    pub async fn rename_scim_group(
+        &self,
+        id: Uuid,
+        display_name: &str,
+        external_id: Option<&str>,
+    ) -> Result<()> {
+        let result = on_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE scim_groups SET display_name = $2, display_name_key = $3, external_id = $4, updated_at = $5 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(display_name)
+        .bind(display_name.to_lowercase())
+        .bind(external_id)
+        .bind(now())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        });
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::AlreadyExists("displayName"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn scim_group(&self, id: Uuid) -> Result<Option<ScimGroupRow>> {
+        let sql = format!("SELECT {GROUP_COLUMNS} FROM scim_groups WHERE id = $1");
+        Ok(on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql.as_str()
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Groups, by displayName; with `display_name`, only that one (any case).
+    pub async fn scim_groups(&self, display_name: Option<&str>) -> Result<Vec<ScimGroupRow>> {
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM scim_groups WHERE ($1 IS NULL OR display_name_key = $1) \
+             ORDER BY display_name_key"
+        );
+        Ok(on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql.as_str()
+        ))
+        .bind(display_name.map(str::to_lowercase))
+        .fetch_all(pool)
+        .await?))
+    }
+
+    pub async fn delete_scim_group(&self, id: Uuid) -> Result<bool> {
+        Ok(on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM scim_groups WHERE id = $1"
+        )
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected())
+            == 1)
+    }
+
+    pub async fn set_scim_group_role(&self, id: Uuid, role: Option<&str>) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE scim_groups SET role_name = $2, updated_at = $3 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(role)
+        .bind(now())
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    pub async fn scim_members(&self, id: Uuid) -> Result<Vec<ScimMemberRow>> {
+        Ok(on_pool!(self, |pool| sqlx::query_as(
+            "SELECT m.user_id, u.authentik_sub, s.user_name FROM scim_group_members m \
+             JOIN users u ON u.id = m.user_id LEFT JOIN scim_users s ON s.user_id = m.user_id \
+             WHERE m.group_id = $1 ORDER BY u.authentik_sub"
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Adds (true) or removes (false) a member; answers whether anything changed.
+    pub async fn set_scim_member(&self, id: Uuid, user: UserId, member: bool) -> Result<bool> {
+        let changed = if member {
+            on_pool!(self, |pool| {
+                sqlx::query(
+                "INSERT INTO scim_group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            )
+            .bind(id)
+            .bind(user.0)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            })
+        } else {
+            on_pool!(self, |pool| sqlx::query(
+                "DELETE FROM scim_group_members WHERE group_id = $1 AND user_id = $2"
+            )
+            .bind(id)
+            .bind(user.0)
+            .execute(pool)
+            .await?
+            .rows_affected())
+        };
+        Ok(changed == 1)
+    }
+}
