@@ -383,16 +383,14 @@ async fn get_user(
     Path(id): Path<String>,
 ) -> Result<Response, ScimError> {
     let row = load(&state, user_id(&id)?).await?;
-    Ok(scim_json(
-        StatusCode::OK,
-        user_json(&row, &base_url(host(&headers).as_deref(), &state)),
-    ))
+    Ok(user_response(&state, &headers, &row))
 }
 
-/// `filter=userName eq "…"` or `externalId eq "…"`; `startIndex` (1-based), `count`.
-fn parse_filter(filter: Option<&str>) -> Result<ScimFilter, ScimError> {
+/// A filter of the one form providers send: `ATTRIBUTE eq "VALUE"`.
+/// Answers the attribute (lower-cased) and the value.
+fn eq_filter(filter: Option<&str>) -> Result<Option<(String, String)>, ScimError> {
     let Some(filter) = filter.map(str::trim).filter(|f| !f.is_empty()) else {
-        return Ok(ScimFilter::All);
+        return Ok(None);
     };
     let unsupported = || ScimError::bad("invalidFilter", format!("unsupported filter: {filter}"));
     let mut parts = filter.splitn(3, ' ');
@@ -404,10 +402,23 @@ fn parse_filter(filter: Option<&str>) -> Result<ScimFilter, ScimError> {
         return Err(unsupported());
     }
     let value: String = serde_json::from_str(value.trim()).map_err(|_| unsupported())?;
-    match attribute.to_ascii_lowercase().as_str() {
-        "username" => Ok(ScimFilter::UserName(value)),
-        "externalid" => Ok(ScimFilter::ExternalId(value)),
-        _ => Err(unsupported()),
+    Ok(Some((attribute.to_ascii_lowercase(), value)))
+}
+
+fn unsupported_filter(filter: Option<&str>) -> ScimError {
+    ScimError::bad(
+        "invalidFilter",
+        format!("unsupported filter: {}", filter.unwrap_or_default()),
+    )
+}
+
+/// `filter=userName eq "…"` or `externalId eq "…"`.
+fn parse_filter(filter: Option<&str>) -> Result<ScimFilter, ScimError> {
+    match eq_filter(filter)? {
+        None => Ok(ScimFilter::All),
+        Some((attribute, value)) if attribute == "username" => Ok(ScimFilter::UserName(value)),
+        Some((attribute, value)) if attribute == "externalid" => Ok(ScimFilter::ExternalId(value)),
+        Some(_) => Err(unsupported_filter(filter)),
     }
 }
 
@@ -436,7 +447,11 @@ async fn list_users(
         .await?;
     let base = base_url(host(&headers).as_deref(), &state);
     let resources: Vec<Value> = rows.iter().map(|r| user_json(r, &base)).collect();
-    Ok(scim_json(
+    Ok(list_response(total, start_index, resources))
+}
+
+fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Response {
+    scim_json(
         StatusCode::OK,
         json!({
             "schemas": [LIST_SCHEMA],
@@ -445,7 +460,7 @@ async fn list_users(
             "itemsPerPage": resources.len(),
             "Resources": resources,
         }),
-    ))
+    )
 }
 
 async fn replace_user(
@@ -458,20 +473,10 @@ async fn replace_user(
     let row = load(&state, user_id(&id)?).await?;
     let mut fields = UserFields::default();
     fields.absorb(&parse_body(&body)?)?;
-    let user_name = fields
-        .user_name
-        .clone()
-        .unwrap_or_else(|| row.user_name.clone());
     // A replace without `active` leaves the user active (RFC 7643's default).
     fields.active.get_or_insert(true);
-    let sub = AuthentikSub::parse(row.authentik_sub.clone())
-        .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
-    save(&state, sub, &fields, &user_name).await?;
-    let row = load(&state, UserId(row.user_id)).await?;
-    Ok(scim_json(
-        StatusCode::OK,
-        user_json(&row, &base_url(host(&headers).as_deref(), &state)),
-    ))
+    let row = update(&state, &row, &fields).await?;
+    Ok(user_response(&state, &headers, &row))
 }
 
 async fn patch_user(
@@ -527,18 +532,32 @@ async fn patch_user(
             Some(path) => fields.set(path, value)?,
         }
     }
+    let row = update(&state, &row, &fields).await?;
+    Ok(user_response(&state, &headers, &row))
+}
+
+/// Applies the fields to a provisioned user (its userName kept unless given)
+/// and reads it back.
+async fn update(
+    state: &AppState,
+    row: &ScimUserRow,
+    fields: &UserFields,
+) -> Result<ScimUserRow, ScimError> {
     let user_name = fields
         .user_name
         .clone()
         .unwrap_or_else(|| row.user_name.clone());
     let sub = AuthentikSub::parse(row.authentik_sub.clone())
         .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
-    save(&state, sub, &fields, &user_name).await?;
-    let row = load(&state, UserId(row.user_id)).await?;
-    Ok(scim_json(
+    save(state, sub, fields, &user_name).await?;
+    load(state, UserId(row.user_id)).await
+}
+
+fn user_response(state: &AppState, headers: &axum::http::HeaderMap, row: &ScimUserRow) -> Response {
+    scim_json(
         StatusCode::OK,
-        user_json(&row, &base_url(host(&headers).as_deref(), &state)),
-    ))
+        user_json(row, &base_url(host(headers).as_deref(), state)),
+    )
 }
 
 /// Deactivates the user: their grants and roles stay, their sessions end.
@@ -553,9 +572,7 @@ async fn delete_user(
         active: Some(false),
         ..UserFields::default()
     };
-    let sub = AuthentikSub::parse(row.authentik_sub.clone())
-        .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
-    save(&state, sub, &fields, &row.user_name).await?;
+    update(&state, &row, &fields).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -854,25 +871,11 @@ async fn list_groups(
         form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let name = match params
-        .get("filter")
-        .map(|f| f.trim())
-        .filter(|f| !f.is_empty())
-    {
+    let filter = params.get("filter").map(String::as_str);
+    let name = match eq_filter(filter)? {
         None => None,
-        Some(filter) => {
-            let unsupported =
-                || ScimError::bad("invalidFilter", format!("unsupported filter: {filter}"));
-            let mut parts = filter.splitn(3, ' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(a), Some(op), Some(v))
-                    if a.eq_ignore_ascii_case("displayName") && op.eq_ignore_ascii_case("eq") =>
-                {
-                    Some(serde_json::from_str::<String>(v.trim()).map_err(|_| unsupported())?)
-                }
-                _ => return Err(unsupported()),
-            }
-        }
+        Some((attribute, value)) if attribute == "displayname" => Some(value),
+        Some(_) => return Err(unsupported_filter(filter)),
     };
     let groups = state.store.scim_groups(name.as_deref()).await?;
     let base = base_url(host(&headers).as_deref(), &state);
@@ -880,16 +883,7 @@ async fn list_groups(
     for group in &groups {
         resources.push(group_json(&state, group, &base).await?);
     }
-    Ok(scim_json(
-        StatusCode::OK,
-        json!({
-            "schemas": [LIST_SCHEMA],
-            "totalResults": resources.len(),
-            "startIndex": 1,
-            "itemsPerPage": resources.len(),
-            "Resources": resources,
-        }),
-    ))
+    Ok(list_response(resources.len() as i64, 1, resources))
 }
 
 async fn replace_group(
