@@ -499,3 +499,43 @@ async fn production_refuses_to_start_without_a_key_encryption_key() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("MEMBERD_KEY_ENCRYPTION_KEY"));
 }
+
+#[tokio::test]
+async fn a_database_from_a_newer_memberd_is_refused() {
+    for backend in [common::Backend::Sqlite, common::Backend::Postgres] {
+        let Some(db) = TestDb::create(backend).await else {
+            continue;
+        };
+        let mut migrate = memberd(&db);
+        migrate.arg("migrate");
+        assert!(run(migrate).status.success());
+        // What a newer memberd would have left behind: a migration this one lacks.
+        use sqlx::Connection as _;
+        let insert = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                      VALUES (9999, 'from the future', TRUE, {checksum}, 0)";
+        match backend {
+            common::Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                let sql = insert.replace("{checksum}", "X'00'");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            common::Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                let sql = insert.replace("{checksum}", "'\\x00'::bytea");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut serve = memberd(&db);
+        serve.args(["serve", "--bind", "127.0.0.1:0"]);
+        let output = run(serve);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("migrated by a newer version"), "{stderr}");
+    }
+}

@@ -318,12 +318,22 @@ impl Store {
         }
     }
 
+    /// Brings the schema up to date. A database migrated by a newer memberd
+    /// is refused rather than run with a schema this build does not know.
     pub async fn migrate(&self) -> Result<()> {
-        match &self.pool {
-            AnyPool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
-            AnyPool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        let result = match &self.pool {
+            AnyPool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            AnyPool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+        };
+        match result {
+            Err(sqlx::migrate::MigrateError::VersionMissing(version)) => {
+                Err(StoreError::Corrupt(format!(
+                    "the database has migration {version}, which this memberd does not know: \
+                     it was migrated by a newer version; run that version (or newer)"
+                )))
+            }
+            other => Ok(other?),
         }
-        Ok(())
     }
 
     pub async fn close(&self) {
