@@ -202,6 +202,7 @@ impl Application {
             .clone()
             .map(|a| Authentik::new(a, directory.clone()));
         let state = AppState {
+            auth_limiter: Arc::default(),
             authentik,
             oidc,
             frontend_tokens,

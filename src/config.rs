@@ -25,6 +25,7 @@ const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 const DEFAULT_API_KEY_CACHE_SECONDS: u64 = 60;
 const DEFAULT_LOGIN_MAX_FAILURES: u32 = 5;
 const DEFAULT_LOCKOUT_MINUTES: u64 = 15;
+const DEFAULT_AUTH_RATE_LIMIT: u32 = 300;
 /// Internal secrets are compared as given: a short one could be guessed.
 const MIN_SECRET_LEN: usize = 16;
 
@@ -81,6 +82,8 @@ pub struct Settings {
     pub oidc: Option<OidcSettings>,
     /// Authentik's admin API, for `/internal/authentik/users/ensure`.
     pub authentik: Option<AuthentikSettings>,
+    /// Requests a minute one address may make to `/auth/*`.
+    pub auth_rate_limit_per_minute: u32,
 }
 
 impl Settings {
@@ -112,6 +115,7 @@ impl Settings {
             public_paths: Vec::new(),
             oidc: None,
             authentik: None,
+            auth_rate_limit_per_minute: DEFAULT_AUTH_RATE_LIMIT,
         }
     }
 }
@@ -326,6 +330,14 @@ pub struct SettingsArgs {
         value_name = "SECONDS"
     )]
     pub authentik_timeout_seconds: Option<u64>,
+    /// Requests a minute one address may make to /auth/* [default: 300].
+    #[arg(
+        long,
+        env = "MEMBERD_AUTH_RATE_LIMIT",
+        global = true,
+        value_name = "PER_MINUTE"
+    )]
+    pub auth_rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -361,6 +373,7 @@ struct FileSettings {
     authentik_base_url: Option<String>,
     authentik_admin_token: Option<Secret>,
     authentik_timeout_seconds: Option<u64>,
+    auth_rate_limit: Option<u32>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -521,6 +534,11 @@ impl SettingsArgs {
         };
 
         Ok(Settings {
+            auth_rate_limit_per_minute: self
+                .auth_rate_limit
+                .or(file.auth_rate_limit)
+                .unwrap_or(DEFAULT_AUTH_RATE_LIMIT)
+                .max(1),
             authentik,
             oidc,
             frontend_secret: self

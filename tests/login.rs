@@ -893,3 +893,43 @@ async fn operators_with_the_admin_role_administer_with_their_session() {
         .unwrap();
     assert_eq!(ok.status(), StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn auth_routes_are_rate_limited_per_address() {
+    let Some(f) = fixture(Sessions::Sqlite, |s| s.auth_rate_limit_per_minute = 5).await else {
+        return;
+    };
+    for _ in 0..5 {
+        let captcha = f
+            .app
+            .http
+            .get(f.app.url("/auth/captcha"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(captcha.status(), StatusCode::OK);
+    }
+    let limited = f
+        .app
+        .http
+        .get(f.app.url("/auth/captcha"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=12).contains(&retry), "{retry}");
+    assert_eq!(error_code(limited).await, "rate_limited");
+    let jwks = f
+        .app
+        .http
+        .get(f.app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), StatusCode::OK, "only /auth/* is limited");
+}

@@ -459,3 +459,29 @@ async fn openid_configuration(State(state): State<AppState>) -> Json<Value> {
         "response_types_supported": ["token"],
     }))
 }
+
+/// At most `MEMBERD_AUTH_RATE_LIMIT` requests a minute from one address to
+/// `/auth/*` (in this instance's memory): the lockout stops guessing, this
+/// stops floods of captchas, logins and refreshes.
+pub async fn rate_limit(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !request.uri().path().starts_with("/auth/") {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let ip = super::extract::client_info(&parts, &state)
+        .ip
+        .unwrap_or_default();
+    let limit = state.settings.auth_rate_limit_per_minute;
+    if let Err(retry_after) = state
+        .auth_limiter
+        .check(&ip, limit, std::time::Instant::now())
+    {
+        return ApiError::rate_limited(retry_after).into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
+}

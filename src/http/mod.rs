@@ -22,6 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::authn::frontend::FrontendTokens;
 use crate::authn::internal::InternalSecrets;
 use crate::config::Settings;
+use crate::ratelimit::RateLimiter;
 use crate::service::access::Engine;
 use crate::service::auth::Auth;
 use crate::service::authentik::Authentik;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub oidc: Option<Oidc>,
     /// Authentik's admin API, when configured.
     pub authentik: Option<Authentik>,
+    /// Requests per address on `/auth/*`.
+    pub auth_limiter: Arc<RateLimiter>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,7 +61,12 @@ pub fn router(state: AppState) -> Router {
         .merge(roles::routes())
         .merge(decisions::routes())
         .merge(authzen::routes())
-        .merge(auth::routes())
+        .merge(
+            auth::routes().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::rate_limit,
+            )),
+        )
         .merge(accounts::routes())
         .merge(scim::routes())
         .fallback(|| async { ApiError::not_found("route_not_found", "no such route") })
