@@ -130,7 +130,8 @@ pub async fn session_store(settings: &Settings, store: &Store) -> anyhow::Result
         Some(url) => SessionStore::Redis(
             RedisSessions::connect(url, "memberd:")
                 .await
-                .context("connecting to Redis (MEMBERD_REDIS_URL)")?,
+                .context("connecting to Redis (MEMBERD_REDIS_URL)")?
+                .audited_in(store.clone()),
         ),
         None => SessionStore::Database(store.clone()),
     })

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use serde_json::json;
@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use crate::app::{
     Application, key_encryption_key, login_settings, open_store, password_hasher, shutdown_signal,
 };
+use crate::audit;
 use crate::authn::Secret;
 use crate::authn::api_key::HashAlgorithm;
 use crate::authz::casbin::{Enforcer, Matcher, Model, Policy};
@@ -29,7 +30,7 @@ use crate::service::casbin::default_scope_type;
 use crate::service::clients::{ClientAdmin, KeyHasher, NewClient};
 use crate::service::directory::Directory;
 use crate::service::sessions::SessionStore;
-use crate::store::Store;
+use crate::store::{ChainReport, Store};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -63,6 +64,16 @@ enum Command {
     /// The keys that sign memberd's access tokens.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and report the first record that breaks it
+    /// (exit status 1 when the chain is broken).
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,7 +298,13 @@ impl CreateClient {
 
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
-    match execute(cli).await {
+    // What the command line changes is recorded as the CLI's doing.
+    let origin = audit::Origin {
+        actor: audit::Actor::cli(),
+        ip: None,
+        request_id: None,
+    };
+    match audit::scope(origin, execute(cli)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("memberd: {e:#}");
@@ -338,6 +355,19 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let result = keys_command(&settings, &store, command).await;
             store.close().await;
             result
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            telemetry::init(LogFormat::Text, "warn");
+            let store = open_store(&settings.database_url).await?;
+            let report = store.verify_audit_chain().await;
+            store.close().await;
+            match report? {
+                ChainReport::Intact { records } => {
+                    println!("audit chain intact: {records} records");
+                    Ok(())
+                }
+                ChainReport::Broken(at) => bail!("audit chain broken: {at}"),
+            }
         }
         Command::Client(command) => {
             telemetry::init(LogFormat::Text, "warn");

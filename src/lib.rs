@@ -4,6 +4,7 @@
 //! Requests flow one way: `http` (and `cli`) → `service` → `store`.
 
 pub mod app;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod cli;

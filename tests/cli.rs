@@ -539,3 +539,47 @@ async fn a_database_from_a_newer_memberd_is_refused() {
         assert!(stderr.contains("migrated by a newer version"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn audit_verify_passes_then_names_a_hand_edited_record() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
+    for name in ["first", "second", "third"] {
+        let mut create = memberd(&db);
+        create.args(["client", "create", "--name", name, "--json"]);
+        stdout_json(&run(create));
+    }
+    let mut verify = memberd(&db);
+    verify.args(["audit", "verify"]);
+    let output = run(verify);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "audit chain intact: 3 records"
+    );
+
+    // The CLI's changes are the CLI's doing.
+    use sqlx::Connection as _;
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT actor_kind FROM audit_log ORDER BY seq")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kinds, ["cli", "cli", "cli"]);
+
+    sqlx::raw_sql("UPDATE audit_log SET action = 'client.delete' WHERE seq = 2")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut verify = memberd(&db);
+    verify.args(["audit", "verify"]);
+    let output = run(verify);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("audit chain broken: record 2"), "{stderr}");
+}

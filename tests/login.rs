@@ -66,6 +66,24 @@ macro_rules! on_every_session_store {
 }
 
 impl Fixture {
+    /// The actions recorded against `target`, newest first.
+    async fn audited(&self, target: &str) -> Vec<String> {
+        let page: Value = self
+            .admin_request(Method::GET, &format!("/admin/audit?target={target}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     fn admin_request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.app
             .http
@@ -353,6 +371,7 @@ async fn lockout_after_five_failures_doubles_each_time(kind) {
     let first: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((890..=900).contains(&first), "first lockout {first}s");
     assert_eq!(error_code(locked).await, "too_many_attempts");
+    assert_eq!(f.audited("account:gina").await, [vec!["login.lockout"], vec!["login.failure"; 5]].concat());
 
     // Let the first lockout pass, then earn a second one.
     f.app.store.lock_out("user:gina", memberd::store::Attempt { failures: 0, lockouts: 1 }, 0).await.unwrap();
@@ -498,6 +517,17 @@ async fn logout_and_admin_revocation_refuse_the_access_token_at_once(kind) {
     assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
     assert_eq!(f.me_status(&c).await, StatusCode::UNAUTHORIZED);
     assert!(!f.sid_active(&c_sid).await);
+
+    // Logins and revocations are in the audit log, each revocation by whoever made it.
+    let records: Value = f.admin_request(Method::GET, "/admin/audit?target=user:local:liam").send().await.unwrap().json().await.unwrap();
+    let seen: Vec<(String, String)> = records["records"].as_array().unwrap().iter()
+        .map(|r| (r["action"].as_str().unwrap().to_owned(), r["actor"]["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("session.revoke", "client"), ("session.revoke", "user"), ("session.revoke", "user"),
+        ("login.success", "user"), ("login.success", "user"), ("login.success", "user"),
+    ].iter().map(|(a, k)| (a.to_string(), k.to_string())).collect();
+    assert_eq!(seen[..6], expected[..], "{records}");
 }
 
 async fn disabling_a_user_ends_every_session(kind) {

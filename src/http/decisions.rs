@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{DecisionCaller, JsonBody, QueryParams};
-use crate::authz::index::{Explanation, Request};
+use crate::authz::index::{Contribution, Explanation, Request, Source};
 use crate::model::{Action, AuthentikSub, Module, Revision, ScopeId, ScopeType, UserId};
 use crate::service::access::Subject;
 
@@ -189,9 +189,70 @@ struct ExplainQuery {
 
 #[derive(Serialize)]
 struct ExplainResponse {
-    #[serde(flatten)]
-    explanation: Explanation,
+    allowed: bool,
+    is_active: bool,
+    reason: &'static str,
+    contributions: Vec<ExplainedContribution>,
     revision: Revision,
+}
+
+#[derive(Serialize)]
+struct ExplainedContribution {
+    #[serde(flatten)]
+    contribution: Contribution,
+    /// Who made the grant (or the role assignment) and when; absent for
+    /// rows written before the audit log existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    granted: Option<GrantedBy>,
+}
+
+#[derive(Serialize)]
+struct GrantedBy {
+    audit_seq: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    at: time::OffsetDateTime,
+    actor: crate::audit::Actor,
+    action: String,
+}
+
+impl From<crate::audit::Record> for GrantedBy {
+    fn from(r: crate::audit::Record) -> Self {
+        Self {
+            audit_seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+        }
+    }
+}
+
+/// The audit record behind one contribution to an explanation.
+async fn granted_by(
+    state: &AppState,
+    user: Option<UserId>,
+    contribution: &Contribution,
+) -> Result<Option<GrantedBy>, ApiError> {
+    let record = match (&contribution.source, user) {
+        (Source::Direct { grant_id }, _) => state.store.grant_record(*grant_id).await?,
+        (
+            Source::Role {
+                chain,
+                assigned_scope_type,
+                assigned_scope_id,
+            },
+            Some(user),
+        ) => match chain.first() {
+            Some(role) => {
+                state
+                    .store
+                    .assignment_record(user, role, assigned_scope_type, assigned_scope_id)
+                    .await?
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    Ok(record.map(GrantedBy::from))
 }
 
 async fn explain(
@@ -217,9 +278,21 @@ async fn explain(
         action: query.action,
     };
     let revision = state.engine.revision();
-    let explanation = state.engine.explain(&check.subject, &check.request())?;
+    let explanation: Explanation = state.engine.explain(&check.subject, &check.request())?;
+    let user = state.engine.user_id(&check.subject);
+    let mut contributions = Vec::with_capacity(explanation.contributions.len());
+    for contribution in explanation.contributions {
+        let granted = granted_by(&state, user, &contribution).await?;
+        contributions.push(ExplainedContribution {
+            contribution,
+            granted,
+        });
+    }
     Ok(Json(ExplainResponse {
-        explanation,
+        allowed: explanation.allowed,
+        is_active: explanation.is_active,
+        reason: explanation.reason,
+        contributions,
         revision,
     }))
 }

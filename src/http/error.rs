@@ -129,6 +129,12 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
 impl From<ClientAuthError> for ApiError {
     fn from(e: ClientAuthError) -> Self {
         let message = e.to_string();

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::audit::{self, Actor};
 use crate::authn::Secret;
 use crate::authz::index::Request as Question;
 use crate::model::{ApiClient, AuthentikSub, DisplayName, Email, User, UserId, UserUpsert};
@@ -130,7 +131,10 @@ impl FromRequestParts<AppState> for InternalCaller {
                     "X-Internal-Secret header is required",
                 ))
             })
-            .map(InternalCaller)
+            .map(|()| {
+                audit::act_as(Actor::internal());
+                InternalCaller(())
+            })
     }
 }
 
@@ -155,7 +159,7 @@ impl AdminCaller {
 
 /// The caller's address: the peer's, or the first `X-Forwarded-For` hop when
 /// the peer is a trusted proxy (any other peer could write that header itself).
-fn caller_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+pub(super) fn caller_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()?
@@ -205,6 +209,7 @@ async fn api_client(
     };
     let client = state.client_auth.authenticate(request, freshness).await?;
     tracing::debug!(client_key = %client.client_key, "api client authenticated");
+    audit::act_as(Actor::client(client.client_key.clone()));
     Ok(client)
 }
 
@@ -272,7 +277,10 @@ impl FromRequestParts<AppState> for DecisionCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(verdict) = internal_secret(parts, state) {
-            return verdict.map(|()| DecisionCaller::Internal);
+            return verdict.map(|()| {
+                audit::act_as(Actor::internal());
+                DecisionCaller::Internal
+            });
         }
         if parts.headers.contains_key("x-client-key") {
             return api_client(parts, state, Freshness::Recent)
@@ -414,6 +422,7 @@ impl FromRequestParts<AppState> for SignedIn {
         {
             return Err(AuthError::PasswordChangeRequired.into());
         }
+        audit::act_as(Actor::user(principal.claims.sub.clone()));
         Ok(SignedIn(principal))
     }
 }
@@ -542,6 +551,7 @@ async fn external_user(state: &AppState, oidc: &Oidc, token: &str) -> Result<Use
         Some(user) => user.authentik_sub.clone(),
         None => AuthentikSub::parse(claims.sub.clone()).map_err(|_| invalid())?,
     };
+    audit::act_as(Actor::user(sub.as_str()));
     let upsert = UserUpsert {
         authentik_sub: sub,
         email: claims.email.and_then(|e| Email::parse(e).ok()),
@@ -596,5 +606,7 @@ async fn embedded_user(state: &AppState, token: &str) -> Result<User, ApiError> 
         .user_by_sub(&sub)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    user.filter(|u| u.is_active).ok_or_else(invalid)
+    let user = user.filter(|u| u.is_active).ok_or_else(invalid)?;
+    audit::act_as(Actor::user(user.authentik_sub.as_str()));
+    Ok(user)
 }

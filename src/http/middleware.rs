@@ -3,13 +3,16 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use super::AppState;
 use super::error::ApiError;
+use super::extract::caller_ip;
+use crate::audit;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -31,7 +34,11 @@ fn is_sane(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-pub async fn request_context(request: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let id = request
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -45,9 +52,21 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), route = %route);
     let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    // Changes are attributed to an anonymous caller until an extractor
+    // authenticates someone.
+    let origin = audit::Origin {
+        actor: audit::Actor::anonymous(),
+        ip: caller_ip(&parts, &state).map(|ip| ip.to_string()),
+        request_id: Some(id.clone()),
+    };
+    let request = Request::from_parts(parts, body);
 
     let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(request).instrument(span.clone()))
+        .scope(
+            id.clone(),
+            audit::scope(origin, next.run(request).instrument(span.clone())),
+        )
         .await;
 
     let status = response.status().as_u16();

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod admin;
+mod audit;
 mod auth;
 mod authzen;
 mod decisions;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(internal::routes())
         .merge(admin::routes())
+        .merge(audit::routes())
         .merge(roles::routes())
         .merge(decisions::routes())
         .merge(authzen::routes())
@@ -77,8 +79,11 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed",
             )
         })
-        .with_state(state)
+        .with_state(state.clone())
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn(middleware::request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            middleware::request_context,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }

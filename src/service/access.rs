@@ -112,7 +112,7 @@ impl Engine {
             .is_ok_and(|r| r.is_ok())
     }
 
-    fn user_id(index: &Index, subject: &Subject) -> Option<UserId> {
+    fn user_id_in(index: &Index, subject: &Subject) -> Option<UserId> {
         match subject {
             Subject::Sub(sub) => index.user_by_sub(sub.as_str()),
             Subject::Id(id) => index.sub_of(*id).map(|_| *id),
@@ -122,7 +122,8 @@ impl Engine {
     /// An unknown subject may do nothing.
     pub fn check(&self, subject: &Subject, request: &Request<'_>) -> bool {
         let index = self.read();
-        Self::user_id(&index, subject).is_some_and(|id| index.check(id, request).unwrap_or(false))
+        Self::user_id_in(&index, subject)
+            .is_some_and(|id| index.check(id, request).unwrap_or(false))
     }
 
     /// Answers many checks under one read lock, in order.
@@ -134,7 +135,7 @@ impl Engine {
         checks
             .into_iter()
             .map(|(subject, request)| {
-                Self::user_id(&index, subject)
+                Self::user_id_in(&index, subject)
                     .is_some_and(|id| index.check(id, &request).unwrap_or(false))
             })
             .collect()
@@ -142,7 +143,7 @@ impl Engine {
 
     pub fn snapshot(&self, subject: &Subject) -> Result<EffectiveSnapshot, ServiceError> {
         let index = self.read();
-        let id = Self::user_id(&index, subject).ok_or(ServiceError::NotFound("user"))?;
+        let id = Self::user_id_in(&index, subject).ok_or(ServiceError::NotFound("user"))?;
         Ok(index.snapshot(id)?)
     }
 
@@ -152,8 +153,13 @@ impl Engine {
         request: &Request<'_>,
     ) -> Result<Explanation, ServiceError> {
         let index = self.read();
-        let id = Self::user_id(&index, subject).ok_or(ServiceError::NotFound("user"))?;
+        let id = Self::user_id_in(&index, subject).ok_or(ServiceError::NotFound("user"))?;
         Ok(index.explain(id, request)?)
+    }
+
+    /// The id of the user a subject names, if the index knows them.
+    pub fn user_id(&self, subject: &Subject) -> Option<UserId> {
+        Self::user_id_in(&self.read(), subject)
     }
 
     pub fn subs_of(&self, users: &[UserId]) -> Vec<Arc<str>> {

@@ -12,6 +12,7 @@ use super::ServiceError;
 use super::access::Subject;
 use super::directory::Directory;
 use super::sessions::SessionStore;
+use crate::audit::{Actor, Event};
 use crate::authn::Secret;
 use crate::authn::api_key::hex;
 use crate::authn::captcha;
@@ -560,6 +561,11 @@ impl Auth {
                 + self.lockout_for(attempt.lockouts).as_secs() as i64;
             self.store.lock_out(key, attempt, until).await?;
             tracing::warn!(key, lockouts = attempt.lockouts + 1, "login locked out");
+            self.store
+                .record_event(Event::new("login.lockout", login_target(key)).after(
+                    serde_json::json!({"lockouts": attempt.lockouts + 1, "locked_until": until}),
+                ))
+                .await?;
         }
         Ok(())
     }
@@ -570,7 +576,8 @@ impl Auth {
         &self,
         work: impl std::future::Future<Output = Result<T, AuthError>> + Send + 'static,
     ) -> Result<T, AuthError> {
-        tokio::spawn(work)
+        // The task carries the request's audit origin with it.
+        tokio::spawn(crate::audit::scope(crate::audit::current(), work))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?
     }
@@ -628,6 +635,9 @@ impl Auth {
         let matched = self.hasher.verify(request.password, stored).await?;
         let account = account.filter(|a| matched && a.is_active);
         let Some(account) = account else {
+            self.store
+                .record_event(Event::new("login.failure", login_target(&user_key)))
+                .await?;
             self.failed(&user_key, user_attempt, self.settings.max_failures)
                 .await?;
             if let Some((key, attempt)) = ip_attempt {
@@ -683,6 +693,12 @@ impl Auth {
         let key = account_key(&account.username);
         let attempt = self.reserve(&key, self.settings.max_failures).await?;
         if !self.second_factor(&account, code).await? {
+            self.store
+                .record_event(
+                    Event::new("login.failure", login_target(&key))
+                        .after(serde_json::json!({"factor": "totp"})),
+                )
+                .await?;
             self.failed(&key, attempt, self.settings.max_failures)
                 .await?;
             return Err(AuthError::InvalidCode);
@@ -803,6 +819,13 @@ impl Auth {
             .create(&session, &token_digest(&refresh))
             .await?;
         tracing::info!(username = %account.username, session = %session.id, "signed in");
+        crate::audit::act_as(Actor::user(account.subject.as_str()));
+        self.store
+            .record_event(
+                Event::new("login.success", format!("user:{}", account.subject))
+                    .after(serde_json::json!({"session": session.id.0, "username": account.username.as_str()})),
+            )
+            .await?;
         self.token_response(account, session.id, refresh)
     }
 
@@ -986,6 +1009,14 @@ fn account_key_raw(typed: &str) -> String {
     match Username::parse(lowered.clone()) {
         Ok(username) => format!("user:{username}"),
         Err(_) => format!("user#{}", &digest(&lowered)[..32]),
+    }
+}
+
+/// A throttle key as an audit target: `account:<username>` or `ip:<address>`.
+fn login_target(key: &str) -> String {
+    match key.strip_prefix("user") {
+        Some(rest) => format!("account{rest}"),
+        None => key.to_owned(),
     }
 }
 

@@ -96,6 +96,8 @@ impl SessionStore {
 pub struct RedisSessions {
     connection: ConnectionManager,
     prefix: String,
+    /// Where revocations are recorded: Redis holds sessions, not the audit log.
+    audit: Option<Store>,
 }
 
 impl From<redis::RedisError> for ServiceError {
@@ -134,7 +136,28 @@ impl RedisSessions {
         Ok(Self {
             connection,
             prefix: prefix.into(),
+            audit: None,
         })
+    }
+
+    /// Records revocations in `store`'s audit log.
+    pub fn audited_in(mut self, store: Store) -> Self {
+        self.audit = Some(store);
+        self
+    }
+
+    async fn record(
+        &self,
+        user_id: UserId,
+        session: Option<SessionId>,
+        count: u64,
+    ) -> Result<(), ServiceError> {
+        if let Some(store) = &self.audit {
+            store
+                .record_session_revocation(user_id, session, count)
+                .await?;
+        }
+        Ok(())
     }
 
     fn session_key(&self, id: SessionId) -> String {
@@ -287,6 +310,9 @@ impl RedisSessions {
             .query_async(&mut conn)
             .await?;
         self.forget(session.user_id, &id.to_string()).await?;
+        if deleted == 1 {
+            self.record(session.user_id, Some(id), 1).await?;
+        }
         Ok(deleted == 1)
     }
 
@@ -308,6 +334,9 @@ impl RedisSessions {
             .arg(self.user_key(user_id))
             .query_async::<()>(&mut conn)
             .await?;
+        if revoked > 0 {
+            self.record(user_id, None, revoked).await?;
+        }
         Ok(revoked)
     }
 }

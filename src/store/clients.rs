@@ -2,8 +2,10 @@
 
 use time::OffsetDateTime;
 
+use super::audit::audit;
 use super::rows::ClientRow;
-use super::{AnyPool, Result, Store, StoreError, on_pool};
+use super::{AnyPool, Begin, Result, Store, StoreError, on_pool};
+use crate::audit::Event;
 use crate::model::{ApiClient, ClientStatus};
 
 // A macro: sqlx takes only static SQL, which `concat!` builds.
@@ -22,8 +24,20 @@ impl Store {
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (client_key) DO NOTHING"
         );
         let row = ClientRow::from(client);
+        let event = Event::new("client.create", format!("client:{}", client.client_key)).after(
+            serde_json::json!({
+                "name": client.name,
+                "status": client.status.as_str(),
+                "expires_at": client.expires_at.map(|t| t.unix_timestamp()),
+                "allowed_origins": client.allowed_origins,
+                "allowed_ips": client.allowed_ips,
+                "allowed_paths": client.allowed_paths,
+                "rate_limit_per_minute": client.rate_limit_per_minute,
+            }),
+        );
         let affected = on_pool!(self, |pool| {
-            sqlx::query(SQL)
+            let mut tx = pool.begin_write().await?;
+            let affected = sqlx::query(SQL)
                 .bind(&row.client_key)
                 .bind(&row.name)
                 .bind(&row.api_key_hash)
@@ -35,9 +49,14 @@ impl Store {
                 .bind(row.rate_limit_per_minute)
                 .bind(row.created_at)
                 .bind(row.last_used_at)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if affected == 1 {
+                audit!(tx, None, event);
+                tx.commit().await?;
+            }
+            affected
         });
         if affected == 1 {
             Ok(())
@@ -72,13 +91,28 @@ impl Store {
 
     pub async fn set_client_status(&self, client_key: &str, status: ClientStatus) -> Result<()> {
         let sql = "UPDATE api_clients SET status = $2 WHERE client_key = $1";
+        let action = match status {
+            ClientStatus::Active => "client.enable",
+            ClientStatus::Disabled => "client.disable",
+        };
         let affected = on_pool!(self, |pool| {
-            sqlx::query(sql)
+            let mut tx = pool.begin_write().await?;
+            let affected = sqlx::query(sql)
                 .bind(client_key)
                 .bind(status.as_str())
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if affected == 1 {
+                audit!(
+                    tx,
+                    None,
+                    Event::new(action, format!("client:{client_key}"))
+                        .after(serde_json::json!({"status": status.as_str()}))
+                );
+                tx.commit().await?;
+            }
+            affected
         });
         if affected == 1 {
             Ok(())
@@ -90,12 +124,22 @@ impl Store {
     pub async fn set_client_key_hash(&self, client_key: &str, api_key_hash: &str) -> Result<()> {
         let sql = "UPDATE api_clients SET api_key_hash = $2 WHERE client_key = $1";
         let affected = on_pool!(self, |pool| {
-            sqlx::query(sql)
+            let mut tx = pool.begin_write().await?;
+            let affected = sqlx::query(sql)
                 .bind(client_key)
                 .bind(api_key_hash)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if affected == 1 {
+                audit!(
+                    tx,
+                    None,
+                    Event::new("client.rotate_key", format!("client:{client_key}"))
+                );
+                tx.commit().await?;
+            }
+            affected
         });
         if affected == 1 {
             Ok(())

@@ -2,7 +2,9 @@
 
 use uuid::Uuid;
 
-use super::{AnyPool, Result, Store, StoreError, now, on_pool};
+use super::audit::{audited, user_target};
+use super::{AnyPool, Begin, Result, Store, StoreError, now, on_pool};
+use crate::audit::Event;
 use crate::model::UserId;
 
 /// One linked identity.
@@ -27,18 +29,28 @@ impl Store {
     /// Links the identity to the user. Linking it again to the same user
     /// changes nothing (false); an identity of another user is `AlreadyExists`.
     pub async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> Result<bool> {
-        let inserted = on_pool!(self, |pool| {
-            sqlx::query(
-            "INSERT INTO identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (issuer, subject) DO NOTHING"
-        )
-        .bind(issuer)
-        .bind(subject)
-        .bind(user.0)
-        .bind(now())
-        .execute(pool)
-        .await?
-        .rows_affected()
+        let inserted = audited!(self, |tx| {
+            let inserted = sqlx::query(
+                "INSERT INTO identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (issuer, subject) DO NOTHING",
+            )
+            .bind(issuer)
+            .bind(subject)
+            .bind(user.0)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let event = if inserted == 1 {
+                let target = user_target!(tx, user);
+                Some(
+                    Event::new("identity.link", target)
+                        .after(serde_json::json!({"issuer": issuer, "subject": subject})),
+                )
+            } else {
+                None
+            };
+            (inserted, event)
         });
         if inserted == 1 {
             return Ok(true);

@@ -2,7 +2,9 @@
 
 use uuid::Uuid;
 
+use super::audit::audit;
 use super::{AnyPool, Begin, Result, Store, begin_change, log_role_holders, now, on_pool};
+use crate::audit::Event;
 use crate::authz::casbin::import::ImportPlan;
 use crate::model::Revision;
 
@@ -118,6 +120,26 @@ impl Store {
                     .await?;
             }
             log_role_holders!(tx, revision, plan.roles.keys());
+            for role in plan.roles.keys() {
+                sqlx::query(
+                    "INSERT INTO role_change_log (revision, role_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(revision)
+                .bind(role.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            audit!(
+                tx,
+                Some(revision),
+                Event::new("casbin.import", "policy").after(serde_json::json!({
+                    "users": plan.users.len(),
+                    "roles": plan.roles.len(),
+                    "role_permissions": plan.role_permissions.len(),
+                    "grants": plan.grants.len(),
+                    "assignments": plan.assignments.len(),
+                }))
+            );
             tx.commit().await?;
             revision
         });

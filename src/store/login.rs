@@ -8,7 +8,9 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::audit::{audit, user_target};
 use super::{AnyPool, Begin, Result, Store, StoreError, now, on_pool};
+use crate::audit::Event;
 use crate::authn::tokens::StoredSigningKey;
 use crate::model::{AuthentikSub, LocalAccount, UserId, Username};
 
@@ -107,18 +109,32 @@ impl Store {
     ) -> Result<()> {
         let at = now();
         let inserted = on_pool!(self, |pool| {
-            sqlx::query(
-            "INSERT INTO local_accounts (user_id, username, password_hash, must_change_password, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING"
-        )
-        .bind(user_id.0)
-        .bind(username.as_str())
-        .bind(password_hash)
-        .bind(must_change_password)
-        .bind(at)
-        .execute(pool)
-        .await?
-        .rows_affected()
+            let mut tx = pool.begin_write().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO local_accounts (user_id, username, password_hash, must_change_password, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(user_id.0)
+            .bind(username.as_str())
+            .bind(password_hash)
+            .bind(must_change_password)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                let target = user_target!(tx, user_id);
+                audit!(
+                    tx,
+                    None,
+                    Event::new("account.create", target).after(serde_json::json!({
+                        "username": username.as_str(),
+                        "must_change_password": must_change_password,
+                    }))
+                );
+                tx.commit().await?;
+            }
+            inserted
         });
         if inserted == 1 {
             Ok(())
@@ -162,17 +178,30 @@ impl Store {
         password_hash: &str,
         must_change_password: bool,
     ) -> Result<()> {
+        // A password set with a forced change is an administrator's reset.
+        let action = if must_change_password {
+            "account.password.reset"
+        } else {
+            "account.password.change"
+        };
         let updated = on_pool!(self, |pool| {
-            sqlx::query(
-            "UPDATE local_accounts SET password_hash = $2, must_change_password = $3, updated_at = $4 WHERE user_id = $1"
-        )
-        .bind(user_id.0)
-        .bind(password_hash)
-        .bind(must_change_password)
-        .bind(now())
-        .execute(pool)
-        .await?
-        .rows_affected()
+            let mut tx = pool.begin_write().await?;
+            let updated = sqlx::query(
+                "UPDATE local_accounts SET password_hash = $2, must_change_password = $3, updated_at = $4 WHERE user_id = $1",
+            )
+            .bind(user_id.0)
+            .bind(password_hash)
+            .bind(must_change_password)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 1 {
+                let target = user_target!(tx, user_id);
+                audit!(tx, None, Event::new(action, target));
+                tx.commit().await?;
+            }
+            updated
         });
         if updated == 1 {
             Ok(())
@@ -237,6 +266,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            let target = user_target!(tx, user_id);
+            audit!(tx, None, Event::new("totp.enrol", target));
             tx.commit().await?;
             Ok(true)
         })
@@ -257,6 +288,8 @@ impl Store {
                 .bind(user_id.0)
                 .execute(&mut *tx)
                 .await?;
+            let target = user_target!(tx, user_id);
+            audit!(tx, None, Event::new("totp.reset", target));
             tx.commit().await?;
             Ok(())
         })

@@ -15,6 +15,7 @@
 //! change that turns out to change nothing is rolled back, so revisions move
 //! only when something did.
 
+pub(crate) mod audit;
 mod clients;
 mod identities;
 mod import;
@@ -37,6 +38,7 @@ use time::OffsetDateTime;
 
 use crate::model::{Grant, Revision, User, UserId};
 
+pub use audit::{AuditFilter, ChainReport};
 pub use identities::Identity;
 pub use login::{Attempt, ThrottleState};
 pub use scim::{ScimFilter, ScimGroupRow, ScimMemberRow, ScimUserRow};

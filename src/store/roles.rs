@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+use super::audit::audit;
 use super::rows::{ParentRow, RolePermissionRow, RoleRow};
 use super::users::begin_user_change;
 use super::{
     AnyPool, Begin, ChangeOutcome, Result, Store, StoreError, begin_change, finish_change,
     log_role_holders, log_users, now, on_pool,
 };
+use crate::audit::Event;
 use crate::model::{
     AuthentikSub, Revision, Role, RoleAssignment, RoleName, RolePermission, Scope, UserId,
 };
@@ -44,6 +46,18 @@ macro_rules! set_parents {
                 .execute(&mut *$tx)
                 .await?;
         }
+    };
+}
+
+/// Logs a change to the role's own definition (its parents or permissions,
+/// or its existence), so that other instances reload it.
+macro_rules! log_role {
+    ($tx:ident, $revision:expr, $name:expr) => {
+        sqlx::query("INSERT INTO role_change_log (revision, role_name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind($revision)
+            .bind($name.as_str())
+            .execute(&mut *$tx)
+            .await?;
     };
 }
 
@@ -78,6 +92,13 @@ impl Store {
                 return Err(StoreError::AlreadyExists("role"));
             }
             set_parents!(tx, id, parents);
+            log_role!(tx, revision, name);
+            audit!(
+                tx,
+                Some(revision),
+                Event::new("role.create", format!("role:{name}"))
+                    .after(serde_json::json!({"description": description, "parents": parents}))
+            );
             finish_change!(tx, revision, true)
         });
         Ok(Revision(revision))
@@ -95,6 +116,17 @@ impl Store {
         let revision = on_pool!(self, |pool| {
             let (mut tx, revision) = begin_change!(pool);
             let id = role_id!(tx, name);
+            let before: (String,) = sqlx::query_as("SELECT description FROM roles WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let old_parents: Vec<String> = sqlx::query_scalar(
+                "SELECT p.name FROM role_parents rp JOIN roles p ON p.id = rp.parent_id \
+                 WHERE rp.role_id = $1 ORDER BY p.name",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
             if let Some(description) = description {
                 sqlx::query("UPDATE roles SET description = $1 WHERE id = $2")
                     .bind(description)
@@ -105,7 +137,21 @@ impl Store {
             if let Some(parents) = parents {
                 set_parents!(tx, id, parents);
                 log_role_holders!(tx, revision, affected);
+                log_role!(tx, revision, name);
             }
+            audit!(
+                tx,
+                Some(revision),
+                Event::new("role.update", format!("role:{name}"))
+                    .before(serde_json::json!({"description": before.0, "parents": old_parents}))
+                    .after(serde_json::json!({
+                        "description": description.unwrap_or(&before.0),
+                        "parents": parents.map_or_else(
+                            || old_parents.clone(),
+                            |p| p.iter().map(|r| r.to_string()).collect()
+                        ),
+                    }))
+            );
             sqlx::query("UPDATE roles SET updated_at = $1 WHERE id = $2")
                 .bind(at)
                 .bind(id)
@@ -126,10 +172,16 @@ impl Store {
             let (mut tx, revision) = begin_change!(pool);
             let id = role_id!(tx, name);
             log_role_holders!(tx, revision, affected);
+            log_role!(tx, revision, name);
             sqlx::query("DELETE FROM roles WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            audit!(
+                tx,
+                Some(revision),
+                Event::new("role.delete", format!("role:{name}"))
+            );
             finish_change!(tx, revision, true)
         });
         Ok(Revision(revision))
@@ -158,6 +210,7 @@ impl Store {
             .bind(pin_id)
             .fetch_optional(&mut *tx)
             .await?;
+            let before_effect = existing.as_ref().map(|(_, effect)| effect.clone());
             let changed = match existing {
                 Some((_, effect)) if effect == permission.effect.as_str() => false,
                 Some((id, _)) => {
@@ -188,6 +241,15 @@ impl Store {
             };
             if changed {
                 log_role_holders!(tx, revision, affected);
+                log_role!(tx, revision, role);
+                let mut event =
+                    Event::new("role.permission.set", format!("role:{role}")).after(permission);
+                if let Some(effect) = before_effect {
+                    let mut before = serde_json::to_value(permission).unwrap_or_default();
+                    before["effect"] = serde_json::Value::String(effect);
+                    event.before = Some(before);
+                }
+                audit!(tx, Some(revision), event);
             }
             ChangeOutcome {
                 changed,
@@ -223,6 +285,18 @@ impl Store {
                 > 0;
             if deleted {
                 log_role_holders!(tx, revision, affected);
+                log_role!(tx, revision, role);
+                audit!(
+                    tx,
+                    Some(revision),
+                    Event::new("role.permission.remove", format!("role:{role}")).before(
+                        serde_json::json!({
+                            "module": permission.module,
+                            "action": permission.action,
+                            "scope": permission.scope,
+                        })
+                    )
+                );
             }
             ChangeOutcome {
                 changed: deleted,
@@ -238,6 +312,7 @@ impl Store {
         assignment: &RoleAssignment,
     ) -> Result<(UserId, ChangeOutcome)> {
         let at = now();
+        let id = Uuid::new_v4();
         let outcome = on_pool!(self, |pool| {
             let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
             let role_id = role_id!(tx, assignment.role);
@@ -245,7 +320,7 @@ impl Store {
                 "INSERT INTO role_assignments (id, user_id, role_id, scope_type, scope_id, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, role_id, scope_type, scope_id) DO NOTHING",
             )
-            .bind(Uuid::new_v4())
+            .bind(id)
             .bind(user_id.0)
             .bind(role_id)
             .bind(assignment.scope.scope_type.as_str())
@@ -257,6 +332,16 @@ impl Store {
                 == 1;
             if inserted {
                 log_users!(tx, revision, [user_id]);
+                let seq = audit!(
+                    tx,
+                    Some(revision),
+                    Event::new("role.assign", format!("user:{sub}")).after(assignment)
+                );
+                sqlx::query("UPDATE role_assignments SET audit_seq = $1 WHERE id = $2")
+                    .bind(seq)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             (
                 user_id,
@@ -290,6 +375,11 @@ impl Store {
                 > 0;
             if deleted {
                 log_users!(tx, revision, [user_id]);
+                audit!(
+                    tx,
+                    Some(revision),
+                    Event::new("role.unassign", format!("user:{sub}")).before(assignment)
+                );
             }
             (
                 user_id,

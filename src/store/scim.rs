@@ -3,7 +3,9 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AnyPool, Result, Store, StoreError, now, on_pool};
+use super::audit::{audited, user_target};
+use super::{AnyPool, Begin, Result, Store, StoreError, now, on_pool};
+use crate::audit::Event;
 use crate::model::UserId;
 
 /// A provisioned user, with the memberd user's fields SCIM shows.
@@ -147,19 +149,25 @@ impl Store {
         external_id: Option<&str>,
     ) -> Result<()> {
         let at = now();
-        let inserted = on_pool!(self, |pool| {
-            sqlx::query(
-            "INSERT INTO scim_groups (id, display_name, display_name_key, external_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING"
-        )
-        .bind(id)
-        .bind(display_name)
-        .bind(display_name.to_lowercase())
-        .bind(external_id)
-        .bind(at)
-        .execute(pool)
-        .await?
-        .rows_affected()
+        let inserted = audited!(self, |tx| {
+            let inserted = sqlx::query(
+                "INSERT INTO scim_groups (id, display_name, display_name_key, external_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(display_name)
+            .bind(display_name.to_lowercase())
+            .bind(external_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let event = (inserted == 1).then(|| {
+                Event::new("scim.group.create", format!("scim_group:{id}")).after(
+                    serde_json::json!({"display_name": display_name, "external_id": external_id}),
+                )
+            });
+            (inserted, event)
         });
         if inserted == 1 {
             Ok(())
@@ -174,26 +182,32 @@ impl Store {
         display_name: &str,
         external_id: Option<&str>,
     ) -> Result<()> {
-        let result = on_pool!(self, |pool| {
-            sqlx::query(
-            "UPDATE scim_groups SET display_name = $2, display_name_key = $3, external_id = $4, updated_at = $5 WHERE id = $1"
-        )
-        .bind(id)
-        .bind(display_name)
-        .bind(display_name.to_lowercase())
-        .bind(external_id)
-        .bind(now())
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected())
+        audited!(self, |tx| {
+            let result = sqlx::query(
+                "UPDATE scim_groups SET display_name = $2, display_name_key = $3, external_id = $4, updated_at = $5 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(display_name)
+            .bind(display_name.to_lowercase())
+            .bind(external_id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await;
+            let updated = match result {
+                Ok(r) => r.rows_affected(),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(StoreError::AlreadyExists("displayName"));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let event = (updated == 1).then(|| {
+                Event::new("scim.group.update", format!("scim_group:{id}")).after(
+                    serde_json::json!({"display_name": display_name, "external_id": external_id}),
+                )
+            });
+            ((), event)
         });
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::AlreadyExists("displayName"))
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(())
     }
 
     pub async fn scim_group(&self, id: Uuid) -> Result<Option<ScimGroupRow>> {
@@ -221,26 +235,35 @@ impl Store {
     }
 
     pub async fn delete_scim_group(&self, id: Uuid) -> Result<bool> {
-        Ok(on_pool!(self, |pool| sqlx::query(
-            "DELETE FROM scim_groups WHERE id = $1"
-        )
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected())
-            == 1)
+        Ok(audited!(self, |tx| {
+            let deleted = sqlx::query("DELETE FROM scim_groups WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            let event =
+                deleted.then(|| Event::new("scim.group.delete", format!("scim_group:{id}")));
+            (deleted, event)
+        }))
     }
 
     pub async fn set_scim_group_role(&self, id: Uuid, role: Option<&str>) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
-            "UPDATE scim_groups SET role_name = $2, updated_at = $3 WHERE id = $1"
-        )
-        .bind(id)
-        .bind(role)
-        .bind(now())
-        .execute(pool)
-        .await?
-        .rows_affected());
+        audited!(self, |tx| {
+            let updated =
+                sqlx::query("UPDATE scim_groups SET role_name = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(role)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            let event = (updated == 1).then(|| {
+                Event::new("scim.group.role", format!("scim_group:{id}"))
+                    .after(serde_json::json!({ "role": role }))
+            });
+            ((), event)
+        });
         Ok(())
     }
 
@@ -257,27 +280,35 @@ impl Store {
 
     /// Adds (true) or removes (false) a member; answers whether anything changed.
     pub async fn set_scim_member(&self, id: Uuid, user: UserId, member: bool) -> Result<bool> {
-        let changed = if member {
-            on_pool!(self, |pool| {
-                sqlx::query(
-                "INSERT INTO scim_group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        let (sql, action) = if member {
+            (
+                "INSERT INTO scim_group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                "scim.group.member.add",
             )
-            .bind(id)
-            .bind(user.0)
-            .execute(pool)
-            .await?
-            .rows_affected()
-            })
         } else {
-            on_pool!(self, |pool| sqlx::query(
-                "DELETE FROM scim_group_members WHERE group_id = $1 AND user_id = $2"
+            (
+                "DELETE FROM scim_group_members WHERE group_id = $1 AND user_id = $2",
+                "scim.group.member.remove",
             )
-            .bind(id)
-            .bind(user.0)
-            .execute(pool)
-            .await?
-            .rows_affected())
         };
-        Ok(changed == 1)
+        Ok(audited!(self, |tx| {
+            let changed = sqlx::query(sql)
+                .bind(id)
+                .bind(user.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            let event = if changed {
+                let member = user_target!(tx, user);
+                Some(
+                    Event::new(action, format!("scim_group:{id}"))
+                        .after(serde_json::json!({ "member": member })),
+                )
+            } else {
+                None
+            };
+            (changed, event)
+        }))
     }
 }

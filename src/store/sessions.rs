@@ -4,7 +4,9 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::audit::{audit, user_target};
 use super::{AnyPool, Begin, Result, Store, now, on_pool};
+use crate::audit::Event;
 use crate::model::{Session, SessionId, UserId};
 
 #[derive(sqlx::FromRow)]
@@ -189,28 +191,65 @@ impl Store {
 
     /// Revokes the session if it belongs to `owner` (any owner when `None`).
     pub async fn revoke_session(&self, id: SessionId, owner: Option<UserId>) -> Result<bool> {
-        let revoked = on_pool!(self, |pool| sqlx::query(
-            "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
-             AND ($3 IS NULL OR user_id = $3)"
-        )
-        .bind(id.0)
-        .bind(now())
-        .bind(owner.map(|o| o.0))
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(revoked == 1)
+        let revoked = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let holder: Option<Uuid> = sqlx::query_scalar(
+                "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+                 AND ($3 IS NULL OR user_id = $3) RETURNING user_id",
+            )
+            .bind(id.0)
+            .bind(now())
+            .bind(owner.map(|o| o.0))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(holder) = holder {
+                let target = user_target!(tx, UserId(holder));
+                audit!(tx, None, session_revoked(target, id));
+                tx.commit().await?;
+            }
+            holder.is_some()
+        });
+        Ok(revoked)
     }
 
     pub async fn revoke_sessions_of(&self, user_id: UserId) -> Result<u64> {
-        Ok(on_pool!(self, |pool| sqlx::query(
-            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
-        )
-        .bind(user_id.0)
-        .bind(now())
-        .execute(pool)
-        .await?
-        .rows_affected()))
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let revoked = sqlx::query(
+                "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(user_id.0)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if revoked > 0 {
+                let target = user_target!(tx, user_id);
+                audit!(tx, None, sessions_revoked(target, revoked));
+                tx.commit().await?;
+            }
+            revoked
+        }))
+    }
+
+    /// Records revocations made in another session store (Redis).
+    pub async fn record_session_revocation(
+        &self,
+        user_id: UserId,
+        session: Option<SessionId>,
+        count: u64,
+    ) -> Result<()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let target = user_target!(tx, user_id);
+            let event = match session {
+                Some(id) => session_revoked(target, id),
+                None => sessions_revoked(target, count),
+            };
+            audit!(tx, None, event);
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Deletes sessions that ended before `before`, with their refresh tokens.
@@ -223,4 +262,12 @@ impl Store {
         .await?
         .rows_affected()))
     }
+}
+
+pub(crate) fn session_revoked(target: String, id: SessionId) -> Event {
+    Event::new("session.revoke", target).before(serde_json::json!({ "session": id.0 }))
+}
+
+pub(crate) fn sessions_revoked(target: String, count: u64) -> Event {
+    Event::new("session.revoke_all", target).after(serde_json::json!({ "revoked": count }))
 }

@@ -3,6 +3,7 @@
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 
+use super::audit::{audit, grant_state, user_state};
 use super::rows::{
     AssignmentRow, GrantRow, LoadedGrantRow, NameRow, ParentRow, RolePermissionRow, UserRow,
 };
@@ -10,6 +11,7 @@ use super::{
     AnyPool, Begin, ChangeOutcome, GrantOutcome, PolicyRow, Result, RevokeOutcome, Store,
     StoreError, UpsertOutcome, begin_change, finish_change, log_users, now, on_pool,
 };
+use crate::audit::Event;
 use crate::model::{AuthentikSub, Effect, Grant, Permission, Revision, User, UserId, UserUpsert};
 
 macro_rules! user_columns {
@@ -146,6 +148,14 @@ impl Store {
                         .await?;
                     let user = User::try_from(row)?;
                     log_users!(tx, revision, [user.id]);
+                    let target = format!("user:{}", user.authentik_sub);
+                    let event = match &existing {
+                        Some(before) => Event::new("user.update", target)
+                            .before(user_state(before))
+                            .after(user_state(&user)),
+                        None => Event::new("user.create", target).after(user_state(&user)),
+                    };
+                    audit!(tx, Some(revision), event);
                     tx.commit().await?;
                     UpsertOutcome {
                         user,
@@ -176,6 +186,7 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             let existing = existing.map(Grant::try_from).transpose()?;
+            let before = existing.as_ref().map(grant_state);
             let (grant, created, changed) = match existing {
                 Some(grant) if grant.effect == effect => (grant, false, false),
                 Some(grant) => {
@@ -204,6 +215,20 @@ impl Store {
             };
             if changed {
                 log_users!(tx, revision, [user_id]);
+                let action = if created {
+                    "grant.create"
+                } else {
+                    "grant.update"
+                };
+                let mut event =
+                    Event::new(action, format!("user:{}", sub)).after(grant_state(&grant));
+                event.before = before;
+                let seq = audit!(tx, Some(revision), event);
+                sqlx::query("UPDATE permissions SET audit_seq = $1 WHERE id = $2")
+                    .bind(seq)
+                    .bind(grant.id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             let revision = finish_change!(tx, revision, changed);
             GrantOutcome {
@@ -236,6 +261,11 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 log_users!(tx, revision, [user_id]);
+                audit!(
+                    tx,
+                    Some(revision),
+                    Event::new("grant.revoke", format!("user:{}", sub)).before(grant_state(grant))
+                );
             }
             let revision = finish_change!(tx, revision, existing.is_some());
             RevokeOutcome {
