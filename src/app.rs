@@ -171,7 +171,8 @@ impl Application {
         let started = std::time::Instant::now();
         let engine = Engine::load(&store).await.context("compiling the policy")?;
         tracing::info!(revision = %engine.revision(), elapsed_ms = started.elapsed().as_millis() as u64, "policy compiled");
-        let directory = Directory::new(store.clone(), engine.clone());
+        let directory =
+            Directory::new(store.clone(), engine.clone()).with_catalog(settings.catalog);
         let kek = key_encryption_key(&settings, &store).await?;
         let sessions = session_store(&settings, &store).await?;
         let issuer = issuer(&settings, listener.local_addr()?);

@@ -14,9 +14,10 @@ use serde::Deserialize;
 use crate::authn::Secret;
 use crate::authn::frontend::FrontendCipher;
 use crate::authn::password::{DEFAULT_MIN_PASSWORD_CHARS, HashCost, MAX_PASSWORD_CHARS};
-use crate::model::PathPattern;
+use crate::model::{PathPattern, ScopeId, ScopeType};
 use crate::service::auth::CaptchaMode;
 use crate::service::authentik::AuthentikSettings;
+use crate::service::directory::CatalogMode;
 use crate::service::oidc::OidcSettings;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -84,6 +85,10 @@ pub struct Settings {
     pub authentik: Option<AuthentikSettings>,
     /// Requests a minute one address may make to `/auth/*`.
     pub auth_rate_limit_per_minute: u32,
+    /// Whether permissions must name modules and actions the catalog declares.
+    pub catalog: CatalogMode,
+    /// Where `/me/menus` and `/me/buttons` check permissions when the caller names no scope.
+    pub menu_scope: (ScopeType, ScopeId),
 }
 
 impl Settings {
@@ -116,6 +121,8 @@ impl Settings {
             oidc: None,
             authentik: None,
             auth_rate_limit_per_minute: DEFAULT_AUTH_RATE_LIMIT,
+            catalog: CatalogMode::default(),
+            menu_scope: default_menu_scope(),
         }
     }
 }
@@ -338,6 +345,17 @@ pub struct SettingsArgs {
         value_name = "PER_MINUTE"
     )]
     pub auth_rate_limit: Option<u32>,
+    /// `open` accepts modules and actions the catalog does not declare; `strict` refuses them [default: open].
+    #[arg(long, env = "MEMBERD_CATALOG", global = true, value_enum)]
+    pub catalog: Option<CatalogMode>,
+    /// The scope menus are checked in when a request names none, as TYPE:ID [default: memberd:console].
+    #[arg(
+        long,
+        env = "MEMBERD_MENU_SCOPE",
+        global = true,
+        value_name = "TYPE:ID"
+    )]
+    pub menu_scope: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -374,6 +392,26 @@ struct FileSettings {
     authentik_admin_token: Option<Secret>,
     authentik_timeout_seconds: Option<u64>,
     auth_rate_limit: Option<u32>,
+    catalog: Option<CatalogMode>,
+    menu_scope: Option<String>,
+}
+
+fn default_menu_scope() -> (ScopeType, ScopeId) {
+    (
+        ScopeType::parse("memberd").expect("a valid scope type"),
+        ScopeId::parse("console").expect("a valid scope id"),
+    )
+}
+
+/// `TYPE:ID`, split at the first colon.
+fn parse_menu_scope(text: &str) -> anyhow::Result<(ScopeType, ScopeId)> {
+    let (scope_type, scope_id) = text
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("menu_scope: expected TYPE:ID, got {text:?}"))?;
+    Ok((
+        ScopeType::parse(scope_type).map_err(|e| anyhow::anyhow!("menu_scope: {e}"))?,
+        ScopeId::parse(scope_id).map_err(|e| anyhow::anyhow!("menu_scope: {e}"))?,
+    ))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
@@ -533,7 +571,13 @@ impl SettingsArgs {
             _ => bail!("set both authentik_base_url and authentik_admin_token, or neither"),
         };
 
+        let menu_scope = match self.menu_scope.clone().or(file.menu_scope) {
+            Some(text) => parse_menu_scope(&text)?,
+            None => default_menu_scope(),
+        };
         Ok(Settings {
+            catalog: self.catalog.or(file.catalog).unwrap_or_default(),
+            menu_scope,
             auth_rate_limit_per_minute: self
                 .auth_rate_limit
                 .or(file.auth_rate_limit)

@@ -712,3 +712,75 @@ impl Session {
         self.revoked_at.is_none() && self.expires_at > now
     }
 }
+
+string_type!(
+    /// A rule's unique name, such as `system:user:list`.
+    RuleName,
+    "rule name (1-128 characters: letters, digits, _ . : / -, starting with a letter or digit)",
+    |s| {
+        s.len() <= 128
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'/' | b'-'))
+    }
+);
+string_type!(
+    /// What a menu shows: a title, a route path, a component, an icon.
+    RuleText,
+    "text (1-256 printable characters)",
+    |s| is_printable(s, 256)
+);
+
+/// Where a rule sits in a back office's navigation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// Groups menus; has no page of its own.
+    Directory,
+    /// A page.
+    Menu,
+    /// An action on a page.
+    Button,
+}
+
+impl RuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Directory => "directory",
+            Self::Menu => "menu",
+            Self::Button => "button",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "directory" => Ok(Self::Directory),
+            "menu" => Ok(Self::Menu),
+            "button" => Ok(Self::Button),
+            _ => Err(ParseError("kind (directory, menu or button)".into())),
+        }
+    }
+}
+
+/// A node of the back office's rule tree, revealed by one permission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub name: RuleName,
+    pub kind: RuleKind,
+    pub parent: Option<RuleName>,
+    pub title: RuleText,
+    pub path: Option<RuleText>,
+    pub component: Option<RuleText>,
+    pub icon: Option<RuleText>,
+    pub weight: i32,
+    pub hidden: bool,
+    pub module: Module,
+    pub action: Action,
+}
+
+/// A module the catalog declares, with its actions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogModule {
+    pub module: Module,
+    pub description: String,
+    pub actions: Vec<Action>,
+}

@@ -768,6 +768,27 @@ impl Index {
             .retain(|(pm, pa, g)| !(*pm == m && *pa == a && same(g)));
     }
 
+    /// Replaces every permission of the role with `permissions`
+    /// (`(module, action, pin, effect)`): how a role reloaded from the store
+    /// is brought in.
+    pub fn replace_role_permissions<'a>(
+        &mut self,
+        role: &str,
+        permissions: impl IntoIterator<Item = (&'a str, &'a str, Option<(&'a str, &'a str)>, Effect)>,
+    ) -> Result<(), IndexError> {
+        let r = self.role_idx(role)?;
+        self.roles[r as usize].as_mut().expect("live").perms.clear();
+        for grants in self.role_grants.values_mut() {
+            grants.retain(|g| g.role != r);
+        }
+        self.role_grants.retain(|_, g| !g.is_empty());
+        self.role_pattern_grants.retain(|(_, _, g)| g.role != r);
+        for (module, action, pin, effect) in permissions {
+            self.set_role_permission(role, module, action, pin, effect)?;
+        }
+        Ok(())
+    }
+
     pub fn assign(
         &mut self,
         user: UserId,

@@ -115,6 +115,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound("role") => {
                 Self::not_found("role_not_found", "no role with this name")
             }
+            ServiceError::NotFound("rule") => {
+                Self::not_found("rule_not_found", "no rule with this name")
+            }
             ServiceError::NotFound(what) => Self::not_found("not_found", format!("no such {what}")),
             ServiceError::Conflict(what) => Self::new(
                 StatusCode::CONFLICT,
@@ -124,6 +127,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(message) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
             }
+            ServiceError::Undeclared(message) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "undeclared_permission",
+                message,
+            ),
             other => Self::internal(&other),
         }
     }

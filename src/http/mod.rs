@@ -12,6 +12,7 @@ mod health;
 mod internal;
 pub mod middleware;
 mod roles;
+mod rules;
 mod scim;
 
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(audit::routes())
         .merge(roles::routes())
+        .merge(rules::routes())
         .merge(decisions::routes())
         .merge(authzen::routes())
         .merge(

@@ -10,18 +10,31 @@ use super::ServiceError;
 use super::access::Engine;
 use crate::authz::index::Index;
 use crate::model::{
-    AuthentikSub, Effect, Permission, Revision, Role, RoleAssignment, RoleName, RolePermission,
-    User, UserId, UserUpsert,
+    Action, AuthentikSub, CatalogModule, Effect, Module, Permission, Revision, Role,
+    RoleAssignment, RoleName, RolePermission, Rule, RuleName, User, UserId, UserUpsert,
 };
-use crate::store::{ChangeOutcome, ChangesSince, GrantOutcome, RevokeOutcome, Store};
+use crate::store::{ChangeOutcome, ChangesSince, GrantOutcome, RevokeOutcome, RulesOutcome, Store};
 
 /// How many revisions of the change log are kept; older `since` values get 410.
 const CHANGE_LOG_KEEP: i64 = 100_000;
+
+/// Whether grants, role permissions and rules may name modules and actions
+/// the catalog does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogMode {
+    /// Accepted, and listed as undeclared.
+    #[default]
+    Open,
+    /// Refused (422).
+    Strict,
+}
 
 #[derive(Clone)]
 pub struct Directory {
     store: Store,
     engine: Engine,
+    catalog: CatalogMode,
     /// Serialises changes: each reads the index (which roles a change
     /// reaches), writes the store, then updates the index.
     writer: Arc<Mutex<()>>,
@@ -46,8 +59,28 @@ impl Directory {
         Self {
             store,
             engine,
+            catalog: CatalogMode::Open,
             writer: Arc::default(),
         }
+    }
+
+    pub fn with_catalog(mut self, mode: CatalogMode) -> Self {
+        self.catalog = mode;
+        self
+    }
+
+    pub fn catalog_mode(&self) -> CatalogMode {
+        self.catalog
+    }
+
+    /// Under a strict catalog, refuses a module or action it does not declare.
+    async fn require_declared(&self, module: &Module, action: &Action) -> Result<(), ServiceError> {
+        if self.catalog == CatalogMode::Strict && !self.store.is_declared(module, action).await? {
+            return Err(ServiceError::Undeclared(format!(
+                "{module}/{action} is not declared in the catalog (MEMBERD_CATALOG=strict): declare it under /admin/catalog first"
+            )));
+        }
+        Ok(())
     }
 
     pub fn engine(&self) -> &Engine {
@@ -79,6 +112,8 @@ impl Directory {
         permission: &Permission,
         effect: Effect,
     ) -> Result<GrantOutcome, ServiceError> {
+        self.require_declared(&permission.module, &permission.action)
+            .await?;
         let _writer = self.writer.lock().await;
         let outcome = self.store.grant(sub, permission, effect).await?;
         if outcome.changed {
@@ -235,6 +270,8 @@ impl Directory {
         role: &RoleName,
         permission: &RolePermission,
     ) -> Result<ChangeOutcome, ServiceError> {
+        self.require_declared(&permission.module, &permission.action)
+            .await?;
         let _writer = self.writer.lock().await;
         let (affected, holders) = self.affected_by(role)?;
         let outcome = self
@@ -346,6 +383,123 @@ impl Directory {
         Ok(outcome)
     }
 
+    // ---- rules (menus and buttons) --------------------------------------------
+
+    pub async fn rules(&self) -> Result<Vec<Rule>, ServiceError> {
+        Ok(self.store.rules().await?)
+    }
+
+    pub async fn rule(&self, name: &RuleName) -> Result<Rule, ServiceError> {
+        self.store
+            .rule(name)
+            .await?
+            .ok_or(ServiceError::NotFound("rule"))
+    }
+
+    pub async fn create_rule(&self, rule: &Rule) -> Result<(), ServiceError> {
+        self.require_declared(&rule.module, &rule.action).await?;
+        let _writer = self.writer.lock().await;
+        self.store.create_rule(rule).await?;
+        tracing::info!(rule = %rule.name, "rule created");
+        Ok(())
+    }
+
+    /// Replaces the rule; roles bound to it follow a change of its permission.
+    pub async fn update_rule(
+        &self,
+        name: &RuleName,
+        rule: &Rule,
+    ) -> Result<Revision, ServiceError> {
+        self.require_declared(&rule.module, &rule.action).await?;
+        let _writer = self.writer.lock().await;
+        let affected = self.affected_by_rule(name).await?;
+        let outcome = self.store.update_rule(name, rule, &affected).await?;
+        self.reload_roles(&outcome).await?;
+        tracing::info!(rule = %name, revision = %outcome.revision, "rule updated");
+        Ok(outcome.revision)
+    }
+
+    pub async fn delete_rule(
+        &self,
+        name: &RuleName,
+        cascade: bool,
+    ) -> Result<Revision, ServiceError> {
+        let _writer = self.writer.lock().await;
+        let affected = self.affected_by_rule(name).await?;
+        let outcome = self.store.delete_rule(name, cascade, &affected).await?;
+        self.reload_roles(&outcome).await?;
+        tracing::info!(rule = %name, revision = %outcome.revision, "rule deleted");
+        Ok(outcome.revision)
+    }
+
+    pub async fn role_rules(&self, role: &RoleName) -> Result<Vec<RuleName>, ServiceError> {
+        self.role(role).await?;
+        Ok(self.store.role_rules(role).await?)
+    }
+
+    /// Binds the role to exactly these rules: the role holds their permissions.
+    pub async fn set_role_rules(
+        &self,
+        role: &RoleName,
+        rules: &[RuleName],
+    ) -> Result<Revision, ServiceError> {
+        let _writer = self.writer.lock().await;
+        let (affected, _) = self.affected_by(role)?;
+        let outcome = self.store.set_role_rules(role, rules, &affected).await?;
+        self.reload_roles(&outcome).await?;
+        Ok(outcome.revision)
+    }
+
+    /// The roles bound to the rule or its descendants, and every role inheriting one.
+    async fn affected_by_rule(&self, name: &RuleName) -> Result<Vec<RoleName>, ServiceError> {
+        let bound = self.store.rule_roles(name).await?;
+        Ok(self.engine.inspect(|ix| {
+            let mut names: Vec<RoleName> = bound
+                .iter()
+                .flat_map(|role| role_names(ix.roles_including(role.as_str())))
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        }))
+    }
+
+    /// Brings roles whose permissions the store changed into the index.
+    async fn reload_roles(&self, outcome: &RulesOutcome) -> Result<(), ServiceError> {
+        let mut roles = Vec::with_capacity(outcome.roles.len());
+        for name in &outcome.roles {
+            roles.push(self.role(name).await?);
+        }
+        self.engine.apply(outcome.revision, |ix| {
+            for role in &roles {
+                replace_permissions(ix, role, outcome.revision)?;
+            }
+            Ok::<_, ServiceError>(())
+        })
+    }
+
+    // ---- the catalog -------------------------------------------------------------
+
+    pub async fn catalog(&self) -> Result<Vec<CatalogModule>, ServiceError> {
+        Ok(self.store.catalog().await?)
+    }
+
+    pub async fn undeclared(&self) -> Result<Vec<(String, String)>, ServiceError> {
+        Ok(self.store.undeclared().await?)
+    }
+
+    pub async fn declare(&self, module: &CatalogModule) -> Result<(), ServiceError> {
+        Ok(self.store.put_catalog_module(module).await?)
+    }
+
+    pub async fn undeclare(&self, module: &Module) -> Result<(), ServiceError> {
+        if self.store.delete_catalog_module(module).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound("module"))
+        }
+    }
+
     /// The subjects whose effective permissions changed after `since`.
     pub async fn changes_since(&self, since: Revision) -> Result<Changes, ServiceError> {
         Ok(match self.store.changes_since(since).await? {
@@ -369,6 +523,24 @@ impl Directory {
             }
         }
     }
+}
+
+/// Replaces the role's permissions in the index with the stored ones, and
+/// marks its holders changed.
+pub(super) fn replace_permissions(
+    ix: &mut Index,
+    role: &Role,
+    revision: Revision,
+) -> Result<(), ServiceError> {
+    let holders = ix.holders(role.name.as_str());
+    ix.replace_role_permissions(
+        role.name.as_str(),
+        role.permissions
+            .iter()
+            .map(|p| (p.module.as_str(), p.action.as_str(), pin(p), p.effect)),
+    )?;
+    touch_all(ix, &holders, revision);
+    Ok(())
 }
 
 fn touch_all(ix: &mut Index, users: &[UserId], revision: Revision) {

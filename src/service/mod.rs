@@ -7,6 +7,7 @@ pub mod authentik;
 pub mod casbin;
 pub mod clients;
 pub mod directory;
+pub mod menus;
 pub mod oidc;
 pub mod sessions;
 
@@ -20,6 +21,9 @@ pub enum ServiceError {
     Conflict(&'static str),
     #[error("{0}")]
     Invalid(String),
+    /// A module or action the strict catalog does not declare.
+    #[error("{0}")]
+    Undeclared(String),
     #[error(transparent)]
     Store(StoreError),
     #[error("internal error: {0}")]
@@ -31,6 +35,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound(what) => ServiceError::NotFound(what),
             StoreError::AlreadyExists(what) => ServiceError::Conflict(what),
+            StoreError::Refused(message) => ServiceError::Invalid(message),
             other => ServiceError::Store(other),
         }
     }

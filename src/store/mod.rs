@@ -22,6 +22,7 @@ mod import;
 mod login;
 mod roles;
 mod rows;
+mod rules;
 mod scim;
 mod sessions;
 mod users;
@@ -41,6 +42,7 @@ use crate::model::{Grant, Revision, User, UserId};
 pub use audit::{AuditFilter, ChainReport};
 pub use identities::Identity;
 pub use login::{Attempt, ThrottleState};
+pub use rules::RulesOutcome;
 pub use scim::{ScimFilter, ScimGroupRow, ScimMemberRow, ScimUserRow};
 pub use sessions::RefreshOutcome;
 pub use users::ChangesSince;
@@ -53,6 +55,9 @@ pub enum StoreError {
     AlreadyExists(&'static str),
     #[error("unsupported database URL (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
+    /// The change would break an invariant the caller can fix (the message says how).
+    #[error("{0}")]
+    Refused(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error(transparent)]

@@ -199,8 +199,8 @@ impl Store {
         let outcome = on_pool!(self, |pool| {
             let (mut tx, revision) = begin_change!(pool);
             let role_id = role_id!(tx, role);
-            let existing: Option<(Uuid, String)> = sqlx::query_as(
-                "SELECT id, effect FROM role_permissions \
+            let existing: Option<(Uuid, String, bool)> = sqlx::query_as(
+                "SELECT id, effect, from_rules FROM role_permissions \
                  WHERE role_id = $1 AND module = $2 AND action = $3 AND scope_type = $4 AND scope_id = $5",
             )
             .bind(role_id)
@@ -210,15 +210,18 @@ impl Store {
             .bind(pin_id)
             .fetch_optional(&mut *tx)
             .await?;
-            let before_effect = existing.as_ref().map(|(_, effect)| effect.clone());
+            let before_effect = existing.as_ref().map(|(_, effect, _)| effect.clone());
+            // Set explicitly, a permission that rules gave stays when the rules go.
             let changed = match existing {
-                Some((_, effect)) if effect == permission.effect.as_str() => false,
-                Some((id, _)) => {
-                    sqlx::query("UPDATE role_permissions SET effect = $1 WHERE id = $2")
-                        .bind(permission.effect.as_str())
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
+                Some((_, effect, false)) if effect == permission.effect.as_str() => false,
+                Some((id, _, _)) => {
+                    sqlx::query(
+                        "UPDATE role_permissions SET effect = $1, from_rules = FALSE WHERE id = $2",
+                    )
+                    .bind(permission.effect.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                     true
                 }
                 None => {

@@ -12,7 +12,7 @@ use crate::model::{
     RolePermission, Scope, ScopeId, ScopeType, User, UserId,
 };
 
-fn corrupt(what: &str) -> impl FnOnce(ParseError) -> StoreError + '_ {
+pub(super) fn corrupt(what: &str) -> impl FnOnce(ParseError) -> StoreError + '_ {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 

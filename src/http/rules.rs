@@ -1,0 +1,345 @@
+//! The back office's rule tree (admin CRUD, role bindings), the permission
+//! catalog, and what a signed-in user sees of them: `/me/menus`, `/me/buttons`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{AdminCaller, JsonBody, QueryParams, Viewer, path_param};
+use crate::authz::index::Request;
+use crate::model::{
+    Action, CatalogModule, Module, RoleName, Rule, RuleKind, RuleName, RuleText, ScopeId, ScopeType,
+};
+use crate::service::access::Subject;
+use crate::service::directory::CatalogMode;
+use crate::service::menus;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/rules", get(list).post(create))
+        .route(
+            "/admin/rules/{name}",
+            get(show).patch(update).delete(delete),
+        )
+        .route(
+            "/admin/roles/{name}/rules",
+            get(role_rules).put(set_role_rules),
+        )
+        .route("/admin/catalog", get(catalog))
+        .route(
+            "/admin/catalog/{module}",
+            axum::routing::put(declare).delete(undeclare),
+        )
+        .route("/me/menus", get(my_menus))
+        .route("/me/buttons", get(my_buttons))
+}
+
+fn rule_name(raw: String) -> Result<RuleName, ApiError> {
+    path_param("name", raw, RuleName::parse)
+}
+
+/// Absent stays `None`; `null` becomes `Some(None)`: "leave it" and "clear it" differ.
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRule {
+    name: RuleName,
+    kind: RuleKind,
+    #[serde(default)]
+    parent: Option<RuleName>,
+    title: RuleText,
+    #[serde(default)]
+    path: Option<RuleText>,
+    #[serde(default)]
+    component: Option<RuleText>,
+    #[serde(default)]
+    icon: Option<RuleText>,
+    #[serde(default)]
+    weight: i32,
+    #[serde(default)]
+    hidden: bool,
+    module: Module,
+    action: Action,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulePatch {
+    name: Option<RuleName>,
+    kind: Option<RuleKind>,
+    #[serde(default, deserialize_with = "nullable")]
+    parent: Option<Option<RuleName>>,
+    title: Option<RuleText>,
+    #[serde(default, deserialize_with = "nullable")]
+    path: Option<Option<RuleText>>,
+    #[serde(default, deserialize_with = "nullable")]
+    component: Option<Option<RuleText>>,
+    #[serde(default, deserialize_with = "nullable")]
+    icon: Option<Option<RuleText>>,
+    weight: Option<i32>,
+    hidden: Option<bool>,
+    module: Option<Module>,
+    action: Option<Action>,
+}
+
+impl RulePatch {
+    fn apply(self, rule: Rule) -> Rule {
+        Rule {
+            name: self.name.unwrap_or(rule.name),
+            kind: self.kind.unwrap_or(rule.kind),
+            parent: self.parent.unwrap_or(rule.parent),
+            title: self.title.unwrap_or(rule.title),
+            path: self.path.unwrap_or(rule.path),
+            component: self.component.unwrap_or(rule.component),
+            icon: self.icon.unwrap_or(rule.icon),
+            weight: self.weight.unwrap_or(rule.weight),
+            hidden: self.hidden.unwrap_or(rule.hidden),
+            module: self.module.unwrap_or(rule.module),
+            action: self.action.unwrap_or(rule.action),
+        }
+    }
+}
+
+async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "rules": state.directory.rules().await? })))
+}
+
+async fn create(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<NewRule>,
+) -> Result<(StatusCode, Json<Rule>), ApiError> {
+    let rule = Rule {
+        name: body.name,
+        kind: body.kind,
+        parent: body.parent,
+        title: body.title,
+        path: body.path,
+        component: body.component,
+        icon: body.icon,
+        weight: body.weight,
+        hidden: body.hidden,
+        module: body.module,
+        action: body.action,
+    };
+    state.directory.create_rule(&rule).await?;
+    Ok((StatusCode::CREATED, Json(rule)))
+}
+
+async fn show(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = rule_name(name)?;
+    let rule = state.directory.rule(&name).await?;
+    let roles = state.store.rule_roles(&name).await?;
+    Ok(Json(json!({ "rule": rule, "roles": roles })))
+}
+
+async fn update(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(patch): JsonBody<RulePatch>,
+) -> Result<Json<Value>, ApiError> {
+    let name = rule_name(name)?;
+    let rule = patch.apply(state.directory.rule(&name).await?);
+    let revision = state.directory.update_rule(&name, &rule).await?;
+    Ok(Json(json!({ "rule": rule, "revision": revision })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    cascade: bool,
+}
+
+async fn delete(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    QueryParams(query): QueryParams<DeleteQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let name = rule_name(name)?;
+    let revision = state.directory.delete_rule(&name, query.cascade).await?;
+    Ok(Json(json!({ "deleted": true, "revision": revision })))
+}
+
+async fn role_rules(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let role = path_param("name", name, RoleName::parse)?;
+    Ok(Json(
+        json!({ "rules": state.directory.role_rules(&role).await? }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleRules {
+    rules: Vec<RuleName>,
+}
+
+async fn set_role_rules(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<RoleRules>,
+) -> Result<Json<Value>, ApiError> {
+    let role = path_param("name", name, RoleName::parse)?;
+    let revision = state.directory.set_role_rules(&role, &body.rules).await?;
+    Ok(Json(json!({
+        "rules": state.directory.role_rules(&role).await?,
+        "revision": revision,
+    })))
+}
+
+async fn catalog(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let modules = state.directory.catalog().await?;
+    let undeclared: Vec<Value> = state
+        .directory
+        .undeclared()
+        .await?
+        .into_iter()
+        .map(|(module, action)| json!({ "module": module, "action": action }))
+        .collect();
+    let mode = match state.directory.catalog_mode() {
+        CatalogMode::Open => "open",
+        CatalogMode::Strict => "strict",
+    };
+    Ok(Json(json!({
+        "mode": mode,
+        "modules": modules,
+        "undeclared": undeclared,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declaration {
+    #[serde(default)]
+    description: String,
+    actions: Vec<Action>,
+}
+
+async fn declare(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(module): Path<String>,
+    JsonBody(body): JsonBody<Declaration>,
+) -> Result<Json<CatalogModule>, ApiError> {
+    let module = path_param("module", module, Module::parse)?;
+    if body.description.chars().count() > 1000 {
+        return Err(ApiError::invalid_field(
+            "description",
+            "at most 1000 characters",
+        ));
+    }
+    let mut actions = body.actions;
+    actions.sort();
+    actions.dedup();
+    let declared = CatalogModule {
+        module,
+        description: body.description,
+        actions,
+    };
+    state.directory.declare(&declared).await?;
+    Ok(Json(declared))
+}
+
+async fn undeclare(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(module): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let module = path_param("module", module, Module::parse)?;
+    state.directory.undeclare(&module).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The scope a back office asks about; both or neither.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MenuQuery {
+    scope_type: Option<ScopeType>,
+    scope_id: Option<ScopeId>,
+    /// Read by the `Viewer` extractor; named here so that it is not unknown.
+    #[serde(default, rename = "frontend_token")]
+    _frontend_token: Option<String>,
+}
+
+/// The rules and a test of whether the viewer holds a rule's permission in
+/// the scope asked about (the configured menu scope by default).
+async fn visible_rules(
+    state: &AppState,
+    viewer: &Viewer,
+    query: MenuQuery,
+) -> Result<(Vec<Rule>, impl Fn(&Module, &Action) -> bool), ApiError> {
+    let (scope_type, scope_id) = match (query.scope_type, query.scope_id) {
+        (Some(t), Some(i)) => (t, i),
+        (None, None) => state.settings.menu_scope.clone(),
+        _ => {
+            return Err(ApiError::invalid_field(
+                "scope_id",
+                "give scope_type and scope_id together, or neither",
+            ));
+        }
+    };
+    let rules = state.directory.rules().await?;
+    let engine = state.engine.clone();
+    let user = viewer.user_id();
+    let allowed = move |module: &Module, action: &Action| {
+        user.is_some_and(|id| {
+            engine.check(
+                &Subject::Id(id),
+                &Request {
+                    scope_type: scope_type.as_str(),
+                    scope_id: scope_id.as_str(),
+                    module: module.as_str(),
+                    action: action.as_str(),
+                },
+            )
+        })
+    };
+    Ok((rules, allowed))
+}
+
+async fn my_menus(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    QueryParams(query): QueryParams<MenuQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let revision = state.engine.revision();
+    let (rules, allowed) = visible_rules(&state, &viewer, query).await?;
+    Ok(Json(json!({
+        "menus": menus::menu_tree(&rules, allowed),
+        "revision": revision,
+    })))
+}
+
+async fn my_buttons(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    QueryParams(query): QueryParams<MenuQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let revision = state.engine.revision();
+    let (rules, allowed) = visible_rules(&state, &viewer, query).await?;
+    Ok(Json(json!({
+        "buttons": menus::buttons(&rules, allowed),
+        "revision": revision,
+    })))
+}
