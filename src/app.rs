@@ -173,6 +173,11 @@ impl Application {
         tracing::info!(revision = %engine.revision(), elapsed_ms = started.elapsed().as_millis() as u64, "policy compiled");
         let directory =
             Directory::new(store.clone(), engine.clone()).with_catalog(settings.catalog);
+        crate::service::follow::spawn(
+            directory.clone(),
+            store.clone(),
+            crate::service::follow::POLL_EVERY,
+        );
         let kek = key_encryption_key(&settings, &store).await?;
         let sessions = session_store(&settings, &store).await?;
         let issuer = issuer(&settings, listener.local_addr()?);

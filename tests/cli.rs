@@ -583,3 +583,94 @@ async fn audit_verify_passes_then_names_a_hand_edited_record() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("audit chain broken: record 2"), "{stderr}");
 }
+
+/// Two `memberd serve` processes on one PostgreSQL: a grant made through one
+/// is answered by the other, exactly with `min_revision`, and within
+/// moments without it (PostgreSQL's notifications, not the 1 s poll).
+#[tokio::test]
+async fn two_server_processes_on_one_postgres_agree() {
+    let Some(db) = TestDb::create(common::Backend::Postgres).await else {
+        return;
+    };
+    let a = Server::start(&db);
+    let secret = a
+        .printed_secret()
+        .expect("the first start prints the secret");
+    let b = Server::start(&db);
+    let mut create = memberd(&db);
+    create.args(["client", "create", "--name", "back office", "--json"]);
+    let created = stdout_json(&run(create));
+    let (client_key, api_key) = (
+        created["client_key"].as_str().unwrap().to_owned(),
+        created["api_key"].as_str().unwrap().to_owned(),
+    );
+    let http = reqwest::Client::new();
+    let upsert = http
+        .post(a.url("/internal/users/upsert-by-sub"))
+        .header("X-Internal-Secret", &secret)
+        .json(&json!({"authentik_sub": "ivy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upsert.status(), StatusCode::OK);
+
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let module = format!("module{i}");
+        let granted: Value = http
+            .post(a.url("/admin/permissions/grant"))
+            .header("X-Client-Key", &client_key)
+            .header("X-API-Key", &api_key)
+            .json(&json!({"authentik_sub": "ivy", "scope_type": "org", "scope_id": "1", "module": module, "action": "read"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let check = json!({"subject": "ivy", "scope_type": "org", "scope_id": "1", "module": module, "action": "read"});
+        loop {
+            let answer: Value = http
+                .post(b.url("/v1/check"))
+                .header("X-Internal-Secret", &secret)
+                .json(&check)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if answer["allowed"] == true {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "instance B did not see grant {i} within 500 ms"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        latencies.push(started.elapsed());
+        let mut exact = check.clone();
+        exact["min_revision"] = granted["revision"].clone();
+        let answer: Value = http
+            .post(b.url("/v1/check"))
+            .header("X-Internal-Secret", &secret)
+            .json(&exact)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["allowed"], true);
+    }
+    latencies.sort();
+    eprintln!(
+        "grant on A visible on B after: median {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    drop(b);
+    drop(a);
+}

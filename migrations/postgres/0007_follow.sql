@@ -6,3 +6,16 @@ CREATE TABLE role_change_log (
     role_name TEXT NOT NULL,
     PRIMARY KEY (revision, role_name)
 );
+
+-- Every committed change to the policy moves the revision; other instances
+-- LISTEN on this channel to catch up at once rather than at their next poll.
+-- NOTIFY inside the writer's transaction is delivered only if it commits.
+CREATE FUNCTION memberd_notify_revision() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('memberd_revision', NEW.value::text);
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER revision_moved AFTER UPDATE ON revision
+    FOR EACH ROW EXECUTE FUNCTION memberd_notify_revision();

@@ -492,6 +492,16 @@ impl Index {
         Ok(&mut self.users[u as usize])
     }
 
+    /// Forgets the user's direct grants and role assignments, before they
+    /// are reloaded from the store.
+    pub fn reset_user(&mut self, id: UserId) {
+        if let Ok(user) = self.user_mut(id) {
+            user.direct.clear();
+            user.direct_patterns.clear();
+            user.assignments.clear();
+        }
+    }
+
     /// Marks a change to the user's effective permissions at `revision`.
     pub fn touch_user(&mut self, id: UserId, revision: i64) {
         if let Ok(user) = self.user_mut(id) {

@@ -4,12 +4,13 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use rustc_hash::FxHashMap;
+use tokio::sync::{Notify, watch};
 
 use super::ServiceError;
 use crate::authz::index::{EffectiveSnapshot, Explanation, Index, IndexError, Request};
-use crate::model::{AuthentikSub, Revision, UserId};
-use crate::store::{PolicyRow, Store};
+use crate::model::{AuthentikSub, Revision, RolePermission, UserId};
+use crate::store::{PolicyDelta, PolicyRow, Store};
 
 /// Who a question is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,10 +21,17 @@ pub enum Subject {
 
 /// The index, shared: checks take the read lock for nanoseconds, changes the
 /// write lock for microseconds. Cheap to clone.
+///
+/// The published revision is contiguous: every change up to it is in the
+/// index. A change applied out of order (another instance made the ones
+/// before it) waits for the follower to fill the gap before it is
+/// published, so that `min_revision` stays exact.
 #[derive(Clone)]
 pub struct Engine {
     index: Arc<RwLock<Index>>,
     revision: watch::Sender<i64>,
+    /// Woken when a change arrives ahead of the published revision.
+    gap: Arc<Notify>,
 }
 
 impl From<IndexError> for ServiceError {
@@ -42,6 +50,26 @@ impl From<IndexError> for ServiceError {
 impl Engine {
     /// Compiles the whole policy from the store.
     pub async fn load(store: &Store) -> Result<Self, ServiceError> {
+        let index = Self::compile(store).await?;
+        let (tx, _) = watch::channel(index.revision());
+        Ok(Self {
+            index: Arc::new(RwLock::new(index)),
+            revision: tx,
+            gap: Arc::default(),
+        })
+    }
+
+    /// Recompiles the whole policy and swaps it in (when the change log no
+    /// longer reaches back to this index's revision).
+    pub async fn reload(&self, store: &Store) -> Result<(), ServiceError> {
+        let index = Self::compile(store).await?;
+        let revision = index.revision();
+        *self.write() = index;
+        self.publish(Revision(revision));
+        Ok(())
+    }
+
+    async fn compile(store: &Store) -> Result<Index, ServiceError> {
         let mut index = Index::new();
         let mut failure: Option<IndexError> = None;
         let revision = store
@@ -58,11 +86,7 @@ impl Engine {
             )));
         }
         index.set_revision(revision.0);
-        let (tx, _) = watch::channel(revision.0);
-        Ok(Self {
-            index: Arc::new(RwLock::new(index)),
-            revision: tx,
-        })
+        Ok(index)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Index> {
@@ -85,6 +109,23 @@ impl Engine {
             index.set_revision(revision.0);
             out
         };
+        let mut gap = false;
+        self.revision.send_if_modified(|current| {
+            let next = revision.0 == *current + 1;
+            gap = revision.0 > *current + 1;
+            if next {
+                *current = revision.0;
+            }
+            next
+        });
+        if gap {
+            self.gap.notify_one();
+        }
+        out
+    }
+
+    /// Publishes `revision`: every change up to it is in the index.
+    fn publish(&self, revision: Revision) {
         self.revision.send_if_modified(|current| {
             let newer = revision.0 > *current;
             if newer {
@@ -92,7 +133,95 @@ impl Engine {
             }
             newer
         });
-        out
+    }
+
+    /// Resolves when a change arrived ahead of the published revision.
+    pub async fn gap_seen(&self) {
+        self.gap.notified().await;
+    }
+
+    /// Brings in what changed after the published revision, as the store
+    /// read it at `delta.revision`, and publishes that revision.
+    pub fn apply_delta(&self, delta: &PolicyDelta) -> Result<(), ServiceError> {
+        {
+            let mut index = self.write();
+            let ix = &mut *index;
+            let live: Vec<&str> = delta
+                .roles
+                .iter()
+                .filter(|(_, exists)| *exists)
+                .map(|(name, _)| name.as_str())
+                .collect();
+            for (name, exists) in &delta.roles {
+                if *exists {
+                    ix.add_role(name.as_str());
+                } else {
+                    ix.remove_role(name.as_str());
+                }
+            }
+            // Clearing first: the new edges, added to no stale ones, cannot close a loop.
+            for name in &live {
+                ix.set_parents(name, &[])?;
+            }
+            let mut parents: FxHashMap<&str, Vec<&str>> = FxHashMap::default();
+            let mut permissions: FxHashMap<&str, Vec<&RolePermission>> = FxHashMap::default();
+            for row in &delta.rows {
+                match row {
+                    PolicyRow::Parent { role, parent } => {
+                        parents
+                            .entry(role.as_str())
+                            .or_default()
+                            .push(parent.as_str());
+                    }
+                    PolicyRow::RolePermission { role, permission } => {
+                        permissions
+                            .entry(role.as_str())
+                            .or_default()
+                            .push(permission);
+                    }
+                    _ => {}
+                }
+            }
+            for name in &live {
+                ix.set_parents(name, parents.get(name).map_or(&[][..], Vec::as_slice))?;
+                let held = permissions.get(name).map_or(&[][..], Vec::as_slice);
+                ix.replace_role_permissions(
+                    name,
+                    held.iter().map(|p| {
+                        (
+                            p.module.as_str(),
+                            p.action.as_str(),
+                            p.scope
+                                .as_ref()
+                                .map(|s| (s.scope_type.as_str(), s.scope_id.as_str())),
+                            p.effect,
+                        )
+                    }),
+                )?;
+                for holder in ix.holders(name) {
+                    ix.touch_user(holder, delta.revision.0);
+                }
+            }
+            for row in &delta.rows {
+                if let PolicyRow::User(user) = row {
+                    ix.upsert_user(
+                        user.id,
+                        user.authentik_sub.as_str(),
+                        user.is_active,
+                        user.revision.0,
+                    );
+                    ix.reset_user(user.id);
+                }
+            }
+            for row in &delta.rows {
+                if matches!(row, PolicyRow::Grant(_) | PolicyRow::Assignment { .. }) {
+                    apply_row(ix, row.clone())?;
+                }
+            }
+            ix.set_revision(delta.revision.0);
+        }
+        self.publish(delta.revision);
+        Ok(())
     }
 
     /// Reads the index without changing it.

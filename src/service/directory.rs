@@ -500,6 +500,37 @@ impl Directory {
         }
     }
 
+    // ---- following other processes ------------------------------------------
+
+    /// Brings the index up to date with what other processes (other
+    /// instances, the CLI) committed. Holds the writer lock, so that no local
+    /// change interleaves with the reload. Answers the revision now published.
+    pub async fn catch_up(&self) -> Result<Revision, ServiceError> {
+        let _writer = self.writer.lock().await;
+        let since = self.engine.revision();
+        match self.store.policy_changes_since(since).await? {
+            Some(delta) if delta.revision <= since => {}
+            Some(delta) => match self.engine.apply_delta(&delta) {
+                Ok(()) => tracing::debug!(
+                    from = %since,
+                    to = %delta.revision,
+                    roles = delta.roles.len(),
+                    users = delta.users.len(),
+                    "caught up with changes made elsewhere"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "changes made elsewhere did not apply; recompiling the policy");
+                    self.engine.reload(&self.store).await?;
+                }
+            },
+            None => {
+                tracing::info!(from = %since, "the change log no longer reaches back: recompiling the policy");
+                self.engine.reload(&self.store).await?;
+            }
+        }
+        Ok(self.engine.revision())
+    }
+
     /// The subjects whose effective permissions changed after `since`.
     pub async fn changes_since(&self, since: Revision) -> Result<Changes, ServiceError> {
         Ok(match self.store.changes_since(since).await? {

@@ -7,6 +7,7 @@ pub mod authentik;
 pub mod casbin;
 pub mod clients;
 pub mod directory;
+pub mod follow;
 pub mod menus;
 pub mod oidc;
 pub mod sessions;

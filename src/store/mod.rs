@@ -45,7 +45,7 @@ pub use login::{Attempt, ThrottleState};
 pub use rules::RulesOutcome;
 pub use scim::{ScimFilter, ScimGroupRow, ScimMemberRow, ScimUserRow};
 pub use sessions::RefreshOutcome;
-pub use users::ChangesSince;
+pub use users::{ChangesSince, PolicyDelta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -352,6 +352,19 @@ impl Store {
             sqlx::query("SELECT 1").execute(pool).await?;
         });
         Ok(())
+    }
+
+    /// Notifications of revisions committed by any process (PostgreSQL's
+    /// `LISTEN`; see migration 0007). `None` on SQLite, which others poll.
+    pub async fn listen_revisions(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        match &self.pool {
+            AnyPool::Postgres(pool) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen("memberd_revision").await?;
+                Ok(Some(listener))
+            }
+            AnyPool::Sqlite(_) => Ok(None),
+        }
     }
 
     pub async fn current_revision(&self) -> Result<Revision> {

@@ -12,7 +12,9 @@ use super::{
     StoreError, UpsertOutcome, begin_change, finish_change, log_users, now, on_pool,
 };
 use crate::audit::Event;
-use crate::model::{AuthentikSub, Effect, Grant, Permission, Revision, User, UserId, UserUpsert};
+use crate::model::{
+    AuthentikSub, Effect, Grant, Permission, Revision, RoleName, User, UserId, UserUpsert,
+};
 
 macro_rules! user_columns {
     () => {
@@ -63,6 +65,19 @@ pub enum ChangesSince {
     },
     /// The log no longer reaches back that far: everything must be refetched.
     Gone { oldest: Revision },
+}
+
+/// The policy rows changed after a revision: see `Store::policy_changes_since`.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyDelta {
+    pub revision: Revision,
+    /// Roles whose definitions changed, and whether each still exists.
+    pub roles: Vec<(RoleName, bool)>,
+    /// Users whose grants or assignments may have changed (those that exist).
+    pub users: Vec<UserId>,
+    /// The current parents and permissions of the roles, and the users with
+    /// their grants and assignments, in that order.
+    pub rows: Vec<PolicyRow>,
 }
 
 impl Store {
@@ -318,6 +333,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            sqlx::query("DELETE FROM role_change_log WHERE revision <= $1")
+                .bind(through.0)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO settings (key, value) VALUES ('change_log_floor', $1) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -332,6 +351,119 @@ impl Store {
             }
         });
         Ok(outcome)
+    }
+
+    /// What changed after `since`, read at one moment: the roles whose
+    /// definitions changed (and whether each still exists), the users whose
+    /// grants or assignments may have, and the current rows of both. `None`
+    /// when the change log no longer reaches back that far.
+    pub async fn policy_changes_since(&self, since: Revision) -> Result<Option<PolicyDelta>> {
+        const ROLES: &str = "SELECT DISTINCT role_name FROM role_change_log WHERE revision > $1";
+        const LIVE_ROLES: &str = "SELECT name FROM roles WHERE name IN \
+             (SELECT role_name FROM role_change_log WHERE revision > $1)";
+        const PARENTS: &str = "SELECT r.name AS role, p.name AS parent FROM role_parents rp \
+             JOIN roles r ON r.id = rp.role_id JOIN roles p ON p.id = rp.parent_id \
+             WHERE r.name IN (SELECT role_name FROM role_change_log WHERE revision > $1)";
+        const ROLE_PERMISSIONS: &str = "SELECT r.name AS role, rp.module, rp.action, rp.scope_type, \
+             rp.scope_id, rp.effect FROM role_permissions rp JOIN roles r ON r.id = rp.role_id \
+             WHERE r.name IN (SELECT role_name FROM role_change_log WHERE revision > $1)";
+        const USERS: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id IN (SELECT user_id FROM change_log WHERE revision > $1)"
+        );
+        const GRANTS: &str = "SELECT id, user_id, scope_type, scope_id, module, action, effect \
+             FROM permissions WHERE user_id IN (SELECT user_id FROM change_log WHERE revision > $1)";
+        const ASSIGNMENTS: &str = "SELECT a.user_id, r.name AS role, a.scope_type, a.scope_id \
+             FROM role_assignments a JOIN roles r ON r.id = a.role_id \
+             WHERE a.user_id IN (SELECT user_id FROM change_log WHERE revision > $1)";
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_read().await?;
+            let floor: Option<String> =
+                sqlx::query_scalar("SELECT value FROM settings WHERE key = 'change_log_floor'")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if since.0 < floor.and_then(|f| f.parse::<i64>().ok()).unwrap_or(0) {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            let revision: i64 = sqlx::query_scalar("SELECT value FROM revision WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut delta = PolicyDelta {
+                revision: Revision(revision),
+                ..PolicyDelta::default()
+            };
+            if revision <= since.0 {
+                tx.rollback().await?;
+                return Ok(Some(delta));
+            }
+            let changed: Vec<String> = sqlx::query_scalar(ROLES)
+                .bind(since.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            let live: Vec<NameRow> = sqlx::query_as(LIVE_ROLES)
+                .bind(since.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            let live: Vec<RoleName> = live
+                .into_iter()
+                .map(NameRow::role_name)
+                .collect::<Result<_>>()?;
+            for name in changed {
+                let name = RoleName::parse(name)
+                    .map_err(|e| StoreError::Corrupt(format!("role_change_log.role_name: {e}")))?;
+                let exists = live.contains(&name);
+                delta.roles.push((name, exists));
+            }
+            let parents: Vec<ParentRow> = sqlx::query_as(PARENTS)
+                .bind(since.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in parents {
+                let (role, parent) = row.names()?;
+                delta.rows.push(PolicyRow::Parent { role, parent });
+            }
+            let permissions: Vec<RolePermissionRow> = sqlx::query_as(ROLE_PERMISSIONS)
+                .bind(since.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in permissions {
+                let (role, permission) = row.parse()?;
+                delta
+                    .rows
+                    .push(PolicyRow::RolePermission { role, permission });
+            }
+            let users: Vec<UserRow> = sqlx::query_as(USERS)
+                .bind(since.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in users {
+                let user = User::try_from(row)?;
+                delta.users.push(user.id);
+                delta.rows.push(PolicyRow::User(user));
+            }
+            let grants: Vec<LoadedGrantRow> = sqlx::query_as(GRANTS)
+                .bind(since.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in grants {
+                delta.rows.push(PolicyRow::Grant(row.parse()?));
+            }
+            let assignments: Vec<AssignmentRow> = sqlx::query_as(ASSIGNMENTS)
+                .bind(since.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in assignments {
+                let (user_id, assignment) = row.parse()?;
+                delta.rows.push(PolicyRow::Assignment {
+                    user_id,
+                    assignment,
+                });
+            }
+            tx.rollback().await?;
+            Ok(Some(delta))
+        })
     }
 
     /// Streams the whole policy to `sink`, read at one moment: users and roles
