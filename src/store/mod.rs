@@ -16,6 +16,7 @@
 //! only when something did.
 
 pub(crate) mod audit;
+mod backup;
 mod clients;
 mod identities;
 mod import;
@@ -40,6 +41,7 @@ use time::OffsetDateTime;
 use crate::model::{Grant, Revision, User, UserId};
 
 pub use audit::{AuditFilter, ChainReport};
+pub use backup::{Document as ExportDocument, Imported};
 pub use identities::Identity;
 pub use login::{Attempt, ThrottleState};
 pub use rules::RulesOutcome;
