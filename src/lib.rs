@@ -10,6 +10,7 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod png;
 pub mod ratelimit;

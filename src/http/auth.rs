@@ -435,6 +435,7 @@ async fn my_snapshot(
         .user_id()
         .ok_or_else(|| ApiError::unauthorized("missing_token", "sign in first"))?;
     let snapshot = state.engine.snapshot(&Subject::Id(user_id))?;
+    crate::metrics::snapshot();
     super::internal::snapshot_response(&snapshot, &headers)
 }
 

@@ -13,6 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{DecisionCaller, JsonBody, QueryParams};
 use crate::authz::index::{Contribution, Explanation, Request, Source};
+use crate::metrics;
 use crate::model::{Action, AuthentikSub, Module, Revision, ScopeId, ScopeType, UserId};
 use crate::service::access::Subject;
 
@@ -131,6 +132,7 @@ async fn check(
     // The revision first: the answer is at least as new as the revision it reports.
     let revision = state.engine.revision();
     let allowed = state.engine.check(&check.subject, &check.request());
+    metrics::checks(u64::from(allowed), u64::from(!allowed));
     Ok(Json(CheckResponse { allowed, revision }))
 }
 
@@ -171,6 +173,8 @@ async fn check_batch(
     let results = state
         .engine
         .check_many(checks.iter().map(|c| (&c.subject, c.request())));
+    let allowed = results.iter().filter(|a| **a).count() as u64;
+    metrics::checks(allowed, results.len() as u64 - allowed);
     Ok(Json(BatchResponse { results, revision }))
 }
 

@@ -14,6 +14,30 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus' scrape target.
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let stats = state.engine.stats();
+    let (db_pool_size, db_pool_idle) = state.store.pool_stats();
+    let body = crate::metrics::render(&crate::metrics::Gauges {
+        revision: state.engine.revision().0,
+        index_users: stats.users,
+        index_roles: stats.roles,
+        index_direct_grants: stats.direct_grants,
+        index_role_permissions: stats.role_permissions,
+        index_assignments: stats.assignments,
+        db_pool_size,
+        db_pool_idle,
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 /// Alive: answers without touching anything else.

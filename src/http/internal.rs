@@ -108,6 +108,7 @@ async fn snapshot(
 ) -> Result<Response, ApiError> {
     let sub = path_param("authentik_sub", sub, AuthentikSub::parse)?;
     let snapshot = state.engine.snapshot(&Subject::Sub(sub))?;
+    crate::metrics::snapshot();
     snapshot_response(&snapshot, &headers)
 }
 

@@ -50,7 +50,8 @@ pub async fn request_context(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), route = %route);
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     // Changes are attributed to an anonymous caller until an extractor
@@ -70,7 +71,12 @@ pub async fn request_context(
         .await;
 
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    crate::metrics::request(&route, method.as_str(), status, elapsed);
+    if status == 429 {
+        crate::metrics::rate_limited();
+    }
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| tracing::info!(status, latency_ms, "served"));
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

@@ -286,6 +286,10 @@ impl Engine {
         Ok(index.explain(id, request)?)
     }
 
+    pub fn stats(&self) -> crate::authz::index::IndexStats {
+        self.read().stats()
+    }
+
     /// The id of the user a subject names, if the index knows them.
     pub fn user_id(&self, subject: &Subject) -> Option<UserId> {
         Self::user_id_in(&self.read(), subject)

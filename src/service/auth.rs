@@ -561,6 +561,7 @@ impl Auth {
                 + self.lockout_for(attempt.lockouts).as_secs() as i64;
             self.store.lock_out(key, attempt, until).await?;
             tracing::warn!(key, lockouts = attempt.lockouts + 1, "login locked out");
+            crate::metrics::login(crate::metrics::Login::Lockout);
             self.store
                 .record_event(Event::new("login.lockout", login_target(key)).after(
                     serde_json::json!({"lockouts": attempt.lockouts + 1, "locked_until": until}),
@@ -635,6 +636,7 @@ impl Auth {
         let matched = self.hasher.verify(request.password, stored).await?;
         let account = account.filter(|a| matched && a.is_active);
         let Some(account) = account else {
+            crate::metrics::login(crate::metrics::Login::Failure);
             self.store
                 .record_event(Event::new("login.failure", login_target(&user_key)))
                 .await?;
@@ -693,6 +695,7 @@ impl Auth {
         let key = account_key(&account.username);
         let attempt = self.reserve(&key, self.settings.max_failures).await?;
         if !self.second_factor(&account, code).await? {
+            crate::metrics::login(crate::metrics::Login::Failure);
             self.store
                 .record_event(
                     Event::new("login.failure", login_target(&key))
@@ -820,6 +823,7 @@ impl Auth {
             .await?;
         tracing::info!(username = %account.username, session = %session.id, "signed in");
         crate::audit::act_as(Actor::user(account.subject.as_str()));
+        crate::metrics::login(crate::metrics::Login::Success);
         self.store
             .record_event(
                 Event::new("login.success", format!("user:{}", account.subject))

@@ -316,10 +316,11 @@ impl ClientAuthenticator {
             .ok_or(ClientAuthError::InvalidCredentials)?;
 
         let digest = VerifiedKeys::digest(&request);
-        if !self
+        let cached = self
             .verified
-            .contains(&digest, &client.api_key_hash, self.cache_ttl)
-        {
+            .contains(&digest, &client.api_key_hash, self.cache_ttl);
+        crate::metrics::api_key_cache(cached);
+        if !cached {
             if !self
                 .hasher
                 .verify(request.api_key, &client.api_key_hash)

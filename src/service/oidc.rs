@@ -191,6 +191,7 @@ impl Oidc {
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {
         let url = self.jwks_url().await?;
+        crate::metrics::jwks_refresh();
         let set: JwkSet = self
             .0
             .http

@@ -349,6 +349,11 @@ impl Store {
         on_pool!(self, |pool| pool.close().await)
     }
 
+    /// Open connections, and how many of them are idle.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        on_pool!(self, |pool| (pool.size(), pool.num_idle()))
+    }
+
     pub async fn ping(&self) -> Result<()> {
         on_pool!(self, |pool| {
             sqlx::query("SELECT 1").execute(pool).await?;
