@@ -1,10 +1,10 @@
 //! Local accounts and sessions, for administrators (`/admin`, an API
 //! client) and for other services (`/internal/sessions`).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -12,31 +12,73 @@ use super::AppState;
 use super::auth::{session_id, session_json};
 use super::error::ApiError;
 use super::extract::{AdminCaller, InternalCaller, JsonBody, path_param};
+use super::openapi::{Api, Auth, Doc};
 use crate::authn::Secret;
 use crate::model::{AuthentikSub, DisplayName, Email, LocalAccount, UserId, Username};
 use crate::service::auth::NewAccount;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/accounts", get(list_accounts).post(create_account))
-        .route("/admin/accounts/{username}", get(get_account))
-        .route("/admin/accounts/{username}/disable", post(disable_account))
-        .route("/admin/accounts/{username}/enable", post(enable_account))
-        .route("/admin/accounts/{username}/password", post(reset_password))
-        .route("/admin/accounts/{username}/totp/reset", post(reset_totp))
+pub fn routes() -> Api {
+    use Auth::{Admin, Internal};
+    Api::new("accounts")
+        .route(
+            "/admin/accounts",
+            get(list_accounts).post(create_account),
+            &[
+                Doc::get("List local accounts", Admin),
+                Doc::post("Create a local account (201)", Admin),
+            ],
+        )
+        .route(
+            "/admin/accounts/{username}",
+            get(get_account),
+            &[Doc::get("One local account", Admin)],
+        )
+        .route(
+            "/admin/accounts/{username}/disable",
+            post(disable_account),
+            &[Doc::post("Disable an account, ending its sessions", Admin)],
+        )
+        .route(
+            "/admin/accounts/{username}/enable",
+            post(enable_account),
+            &[Doc::post("Enable an account", Admin)],
+        )
+        .route(
+            "/admin/accounts/{username}/password",
+            post(reset_password),
+            &[Doc::post("Reset a password (changed at next login)", Admin)],
+        )
+        .route(
+            "/admin/accounts/{username}/totp/reset",
+            post(reset_totp),
+            &[Doc::post("Remove an account's TOTP", Admin)],
+        )
         .route(
             "/admin/users/{authentik_sub}/sessions",
             get(user_sessions).delete(revoke_user_sessions),
+            &[
+                Doc::get("A user's active sessions", Admin),
+                Doc::delete("Revoke all of a user's sessions", Admin),
+            ],
         )
         .route(
             "/admin/users/{authentik_sub}/sessions/{id}",
             delete(revoke_user_session),
+            &[Doc::delete("Revoke one of a user's sessions", Admin)],
         )
         .route(
             "/admin/users/{authentik_sub}/identities",
             get(identities).post(link_identity),
+            &[
+                Doc::get("A user's identities at identity providers", Admin),
+                Doc::post("Link an (issuer, subject) identity to the user", Admin),
+            ],
         )
-        .route("/internal/sessions/{id}", get(session_status))
+        .route(
+            "/internal/sessions/{id}",
+            get(session_status),
+            &[Doc::get("Whether a session is still active", Internal)],
+        )
 }
 
 fn account_json(account: &LocalAccount) -> Value {

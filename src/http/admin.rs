@@ -1,22 +1,34 @@
 //! Admin routes, for authenticated API clients.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody};
+use super::openapi::{Api, Auth, Doc};
 use crate::model::{
     Action, AuthentikSub, Effect, Grant, Module, Permission, Revision, ScopeId, ScopeType,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/permissions/grant", post(grant))
-        .route("/admin/permissions/revoke", post(revoke))
+pub fn routes() -> Api {
+    Api::new("permissions")
+        .route(
+            "/admin/permissions/grant",
+            post(grant),
+            &[Doc::post(
+                "Grant a user a permission, allow or deny (201 new, 200 already held)",
+                Auth::Admin,
+            )],
+        )
+        .route(
+            "/admin/permissions/revoke",
+            post(revoke),
+            &[Doc::post("Revoke a user's permission", Auth::Admin)],
+        )
 }
 
 #[derive(Deserialize)]

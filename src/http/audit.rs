@@ -1,24 +1,39 @@
 //! The audit log, for reviewers: filtered, newest first, a page at a time.
 
+use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, QueryParams};
+use super::openapi::{Api, Auth, Doc};
 use crate::audit::Record;
 use crate::store::{AuditFilter, ChainReport};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/audit", get(list))
-        .route("/admin/audit/verify", get(verify))
+pub fn routes() -> Api {
+    Api::new("audit")
+        .route(
+            "/admin/audit",
+            get(list),
+            &[Doc::get(
+                "Audit records, newest first, filtered, a page at a time",
+                Auth::Admin,
+            )],
+        )
+        .route(
+            "/admin/audit/verify",
+            get(verify),
+            &[Doc::get(
+                "Walk the audit hash chain; the first break if any",
+                Auth::Admin,
+            )],
+        )
 }
 
 #[derive(Deserialize)]

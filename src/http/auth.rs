@@ -1,11 +1,11 @@
 //! memberd's own login under `/auth`, `/me`, and the documents that let
 //! other services verify memberd's tokens (`/.well-known/*`).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,31 +15,98 @@ use super::extract::{
     ACCESS_COOKIE, CSRF_COOKIE, Client, JsonBody, REFRESH_COOKIE, SignedIn, Viewer, check_csrf,
     cookie, path_param,
 };
+use super::openapi::{Api, Auth, Doc};
 use crate::authn::Secret;
 use crate::authn::tokens::opaque_token;
 use crate::model::{Session, SessionId};
 use crate::service::access::Subject;
 use crate::service::auth::{LoginOutcome, LoginRequest, TokenResponse};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/auth/captcha", get(captcha))
-        .route("/auth/login", post(login))
-        .route("/auth/login/totp", post(login_totp))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .route("/auth/password", post(change_password))
-        .route("/auth/sessions", get(my_sessions))
-        .route("/auth/sessions/{id}", delete(revoke_my_session))
-        .route("/auth/totp/enroll", post(totp_enroll))
-        .route("/auth/totp/confirm", post(totp_confirm))
-        .route("/auth/totp/disable", post(totp_disable))
-        .route("/me", get(me))
-        .route("/me/permissions/snapshot", get(my_snapshot))
-        .route("/.well-known/jwks.json", get(jwks))
+pub fn routes() -> Api {
+    use Auth::{Public, Session, Viewer};
+    Api::new("login")
+        .route(
+            "/auth/captcha",
+            get(captcha),
+            &[Doc::get("A captcha (PNG as a data URL)", Public)],
+        )
+        .route(
+            "/auth/login",
+            post(login),
+            &[Doc::post("Sign in with username and password", Public)],
+        )
+        .route(
+            "/auth/login/totp",
+            post(login_totp),
+            &[Doc::post(
+                "Complete a sign-in with a TOTP or recovery code",
+                Public,
+            )],
+        )
+        .route(
+            "/auth/refresh",
+            post(refresh),
+            &[Doc::post("Rotate the refresh token for new tokens", Public)],
+        )
+        .route(
+            "/auth/logout",
+            post(logout),
+            &[Doc::post("End this session", Session)],
+        )
+        .route(
+            "/auth/password",
+            post(change_password),
+            &[Doc::post("Change one's password", Session)],
+        )
+        .route(
+            "/auth/sessions",
+            get(my_sessions),
+            &[Doc::get("One's active sessions", Session)],
+        )
+        .route(
+            "/auth/sessions/{id}",
+            delete(revoke_my_session),
+            &[Doc::delete("Revoke one of one's sessions", Session)],
+        )
+        .route(
+            "/auth/totp/enroll",
+            post(totp_enroll),
+            &[Doc::post(
+                "Start TOTP enrolment (secret and QR code)",
+                Session,
+            )],
+        )
+        .route(
+            "/auth/totp/confirm",
+            post(totp_confirm),
+            &[Doc::post(
+                "Confirm TOTP with a code; recovery codes",
+                Session,
+            )],
+        )
+        .route(
+            "/auth/totp/disable",
+            post(totp_disable),
+            &[Doc::post("Turn TOTP off", Session)],
+        )
+        .route("/me", get(me), &[Doc::get("Who the caller is", Viewer)])
+        .route(
+            "/me/permissions/snapshot",
+            get(my_snapshot),
+            &[Doc::get("The caller's own permission snapshot", Viewer)],
+        )
+        .route(
+            "/.well-known/jwks.json",
+            get(jwks),
+            &[Doc::get(
+                "The keys that verify memberd's access tokens",
+                Public,
+            )],
+        )
         .route(
             "/.well-known/openid-configuration",
             get(openid_configuration),
+            &[Doc::get("Where memberd's keys and endpoints are", Public)],
         )
 }
 

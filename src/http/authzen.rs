@@ -8,10 +8,10 @@
 //! | `action.name` | action |
 //! | `context` | accepted; `context.min_revision` as in `/v1/check` |
 
+use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -20,18 +20,28 @@ use super::AppState;
 use super::decisions::{BATCH_BODY_BYTES, MAX_BATCH, await_revision};
 use super::error::ApiError;
 use super::extract::{DecisionCaller, JsonBody};
+use super::openapi::{Api, Auth, Doc};
 use crate::authz::index::Request;
 use crate::model::{Action, AuthentikSub, Module, ScopeId, ScopeType, UserId};
 use crate::service::access::Subject;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/access/v1/evaluation", post(evaluation))
+pub fn routes() -> Api {
+    Api::new("authzen")
+        .route(
+            "/access/v1/evaluation",
+            post(evaluation),
+            &[Doc::post("An AuthZEN access evaluation", Auth::Decision)],
+        )
         .route(
             "/access/v1/evaluations",
             post(evaluations).layer(DefaultBodyLimit::max(BATCH_BODY_BYTES)),
+            &[Doc::post("AuthZEN evaluations in a batch", Auth::Decision)],
         )
-        .route("/.well-known/authzen-configuration", get(configuration))
+        .route(
+            "/.well-known/authzen-configuration",
+            get(configuration),
+            &[Doc::get("AuthZEN metadata", Auth::Public)],
+        )
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

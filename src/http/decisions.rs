@@ -2,16 +2,17 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{DecisionCaller, JsonBody, QueryParams};
+use super::openapi::{Api, Auth, Doc};
 use crate::authz::index::{Contribution, Explanation, Request, Source};
 use crate::metrics;
 use crate::model::{Action, AuthentikSub, Module, Revision, ScopeId, ScopeType, UserId};
@@ -23,14 +24,29 @@ pub const MAX_BATCH: usize = 1000;
 /// Room for `MAX_BATCH` checks with long scope ids; other routes keep the configured limit.
 pub const BATCH_BODY_BYTES: usize = 1024 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/check", post(check))
+pub fn routes() -> Api {
+    Api::new("decisions")
+        .route(
+            "/v1/check",
+            post(check),
+            &[Doc::post("May this user do this here?", Auth::Decision)],
+        )
         .route(
             "/v1/check/batch",
             post(check_batch).layer(DefaultBodyLimit::max(BATCH_BODY_BYTES)),
+            &[Doc::post(
+                "Up to 1,000 checks, answered in order",
+                Auth::Decision,
+            )],
         )
-        .route("/v1/explain", get(explain))
+        .route(
+            "/v1/explain",
+            get(explain),
+            &[Doc::get(
+                "A decision with every grant that contributed and who made it",
+                Auth::Decision,
+            )],
+        )
 }
 
 /// `"subject": "an authentik_sub"` or `"subject": {"user_id": "…"}`.

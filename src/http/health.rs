@@ -2,19 +2,28 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::openapi::{Api, Auth, Doc};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn routes() -> Api {
+    Api::new("operations")
+        .route("/healthz", get(healthz), &[Doc::get("Alive", Auth::Public)])
+        .route(
+            "/readyz",
+            get(readyz),
+            &[Doc::get("Ready: the database answers", Auth::Public)],
+        )
+        .route(
+            "/metrics",
+            get(metrics),
+            &[Doc::get("Prometheus metrics", Auth::Public)],
+        )
 }
 
 /// Prometheus' scrape target.

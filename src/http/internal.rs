@@ -1,32 +1,53 @@
 //! Service-to-service routes, behind `X-Internal-Secret`.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{InternalCaller, JsonBody, QueryParams, path_param};
+use super::openapi::{Api, Auth, Doc};
 use crate::authz::index::{EffectiveSnapshot, HeldRole, PermissionList};
 use crate::model::{AuthentikSub, Revision, User, UserId, UserUpsert};
 use crate::service::access::Subject;
 use crate::service::authentik::{AuthentikError, EnsureUser};
 use crate::service::directory::Changes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/internal/users/upsert-by-sub", post(upsert_by_sub))
+pub fn routes() -> Api {
+    use Auth::Internal;
+    Api::new("directory")
+        .route(
+            "/internal/users/upsert-by-sub",
+            post(upsert_by_sub),
+            &[Doc::post("Create or update a user by subject", Internal)],
+        )
         .route(
             "/internal/permissions/{authentik_sub}/snapshot",
             get(snapshot),
+            &[Doc::get(
+                "A user's permission snapshot, with an ETag",
+                Internal,
+            )],
         )
-        .route("/internal/changes", get(changes))
+        .route(
+            "/internal/changes",
+            get(changes),
+            &[Doc::get(
+                "Whose permissions changed since a revision",
+                Internal,
+            )],
+        )
         .route(
             "/internal/authentik/users/ensure",
             post(ensure_in_authentik),
+            &[Doc::post(
+                "Create or update the user in Authentik, then in memberd",
+                Internal,
+            )],
         )
 }
 

@@ -11,6 +11,7 @@ mod extract;
 mod health;
 mod internal;
 pub mod middleware;
+pub mod openapi;
 mod roles;
 mod rules;
 mod scim;
@@ -34,6 +35,40 @@ use crate::service::oidc::Oidc;
 use crate::store::Store;
 use error::ApiError;
 
+/// Every route, with its documentation.
+pub fn api(state: AppState) -> openapi::Api {
+    health::routes()
+        .merge(internal::routes())
+        .merge(admin::routes())
+        .merge(audit::routes())
+        .merge(roles::routes())
+        .merge(rules::routes())
+        .merge(decisions::routes())
+        .merge(authzen::routes())
+        .merge(auth::routes().map_router(|routes| {
+            routes.route_layer(axum::middleware::from_fn_with_state(
+                state,
+                auth::rate_limit,
+            ))
+        }))
+        .merge(accounts::routes())
+        .merge(scim::routes())
+        .document(
+            "/openapi.json",
+            &[openapi::Doc::get(
+                "This API's OpenAPI 3.1 description",
+                openapi::Auth::Public,
+            )],
+        )
+        .document(
+            "/docs",
+            &[openapi::Doc::get(
+                "This API's reference, as a page",
+                openapi::Auth::Public,
+            )],
+        )
+}
+
 /// What handlers share. Cheap to clone: every field is a handle.
 #[derive(Clone)]
 pub struct AppState {
@@ -56,23 +91,30 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.settings.max_body_bytes;
-    Router::new()
-        .merge(health::routes())
-        .merge(internal::routes())
-        .merge(admin::routes())
-        .merge(audit::routes())
-        .merge(roles::routes())
-        .merge(rules::routes())
-        .merge(decisions::routes())
-        .merge(authzen::routes())
-        .merge(
-            auth::routes().route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                auth::rate_limit,
-            )),
+    let (routes, operations) = api(state.clone()).into_parts();
+    // Rendered once: the routes do not change while the process runs.
+    let description: Arc<str> = openapi::document(&operations).to_string().into();
+    let page: Arc<str> = openapi::reference_page(&operations).into();
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let body = description.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
+                }
+            }),
         )
-        .merge(accounts::routes())
-        .merge(scim::routes())
+        .route(
+            "/docs",
+            axum::routing::get(move || {
+                let body = page.clone();
+                async move { axum::response::Html(body.to_string()) }
+            }),
+        )
         .fallback(|| async { ApiError::not_found("route_not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

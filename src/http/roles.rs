@@ -1,34 +1,57 @@
 //! Roles and role assignments, for authenticated API clients.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody, path_param};
+use super::openapi::{Api, Auth, Doc};
 use crate::model::{
     Action, AuthentikSub, Effect, Module, RoleAssignment, RoleName, RolePermission, Scope, ScopeId,
 };
 use crate::service::access::Subject;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/roles", get(list).post(create))
+pub fn routes() -> Api {
+    use Auth::Admin;
+    Api::new("roles")
+        .route(
+            "/admin/roles",
+            get(list).post(create),
+            &[
+                Doc::get("All roles", Admin),
+                Doc::post("Create a role (201)", Admin),
+            ],
+        )
         .route(
             "/admin/roles/{name}",
             get(show).patch(update).delete(delete),
+            &[
+                Doc::get("One role, its permissions and holders", Admin),
+                Doc::patch("Change a role's description or parents", Admin),
+                Doc::delete("Delete a role", Admin),
+            ],
         )
         .route(
             "/admin/roles/{name}/permissions",
             axum::routing::post(add_permission).delete(remove_permission),
+            &[
+                Doc::post("Give the role a permission", Admin),
+                Doc::delete("Take a permission from the role", Admin),
+            ],
         )
         .route(
             "/admin/users/{authentik_sub}/roles",
             get(user_roles).post(assign).delete(unassign),
+            &[
+                Doc::get("The roles a user holds", Admin),
+                Doc::post("Assign a role in a scope", Admin),
+                Doc::delete("Unassign a role", Admin),
+            ],
         )
 }
 

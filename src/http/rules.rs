@@ -1,16 +1,17 @@
 //! The back office's rule tree (admin CRUD, role bindings), the permission
 //! catalog, and what a signed-in user sees of them: `/me/menus`, `/me/buttons`.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody, QueryParams, Viewer, path_param};
+use super::openapi::{Api, Auth, Doc};
 use crate::authz::index::Request;
 use crate::model::{
     Action, CatalogModule, Module, RoleName, Rule, RuleKind, RuleName, RuleText, ScopeId, ScopeType,
@@ -19,24 +20,60 @@ use crate::service::access::Subject;
 use crate::service::directory::CatalogMode;
 use crate::service::menus;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/rules", get(list).post(create))
+pub fn routes() -> Api {
+    use Auth::{Admin, Viewer};
+    Api::new("menus")
+        .route(
+            "/admin/rules",
+            get(list).post(create),
+            &[
+                Doc::get("Every rule", Admin),
+                Doc::post("Create a rule (201)", Admin),
+            ],
+        )
         .route(
             "/admin/rules/{name}",
             get(show).patch(update).delete(delete),
+            &[
+                Doc::get("One rule and the roles bound to it", Admin),
+                Doc::patch("Change or move a rule", Admin),
+                Doc::delete("Delete a rule (its subtree with ?cascade=true)", Admin),
+            ],
         )
         .route(
             "/admin/roles/{name}/rules",
             get(role_rules).put(set_role_rules),
+            &[
+                Doc::get("The rules a role is bound to", Admin),
+                Doc::put("Bind a role to exactly these rules", Admin),
+            ],
         )
-        .route("/admin/catalog", get(catalog))
+        .route(
+            "/admin/catalog",
+            get(catalog),
+            &[Doc::get(
+                "Declared modules and actions, and what is undeclared",
+                Admin,
+            )],
+        )
         .route(
             "/admin/catalog/{module}",
             axum::routing::put(declare).delete(undeclare),
+            &[
+                Doc::put("Declare a module and its actions", Admin),
+                Doc::delete("Remove a module from the catalog", Admin),
+            ],
         )
-        .route("/me/menus", get(my_menus))
-        .route("/me/buttons", get(my_buttons))
+        .route(
+            "/me/menus",
+            get(my_menus),
+            &[Doc::get("The menu tree the caller may see", Viewer)],
+        )
+        .route(
+            "/me/buttons",
+            get(my_buttons),
+            &[Doc::get("The buttons the caller may use", Viewer)],
+        )
 }
 
 fn rule_name(raw: String) -> Result<RuleName, ApiError> {

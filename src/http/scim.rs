@@ -5,13 +5,13 @@
 //! Authentication: `Authorization: Bearer CLIENT_KEY:API_KEY` of an API
 //! client (give the provider a client of its own, limited to `/scim/**`).
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody, client_info};
+use super::openapi::{Api, Auth, Doc};
 use crate::authn::Secret;
 use crate::model::{
     AuthentikSub, DisplayName, Email, RoleAssignment, RoleName, Scope, ScopeId, UserId, UserUpsert,
@@ -33,21 +34,44 @@ const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const MAX_PAGE: i64 = 200;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Api {
+    use Auth::Scim;
     group_routes()
         .route(
             "/scim/v2/ServiceProviderConfig",
             get(service_provider_config),
+            &[Doc::get("SCIM: what this service provider supports", Scim)],
         )
-        .route("/scim/v2/ResourceTypes", get(resource_types))
-        .route("/scim/v2/Schemas", get(schemas))
-        .route("/scim/v2/Users", get(list_users).post(create_user))
+        .route(
+            "/scim/v2/ResourceTypes",
+            get(resource_types),
+            &[Doc::get("SCIM: resource types", Scim)],
+        )
+        .route(
+            "/scim/v2/Schemas",
+            get(schemas),
+            &[Doc::get("SCIM: schemas", Scim)],
+        )
+        .route(
+            "/scim/v2/Users",
+            get(list_users).post(create_user),
+            &[
+                Doc::get("SCIM: list or filter users", Scim),
+                Doc::post("SCIM: create a user", Scim),
+            ],
+        )
         .route(
             "/scim/v2/Users/{id}",
             get(get_user)
                 .put(replace_user)
                 .patch(patch_user)
                 .delete(delete_user),
+            &[
+                Doc::get("SCIM: one user", Scim),
+                Doc::put("SCIM: replace a user", Scim),
+                Doc::patch("SCIM: patch a user", Scim),
+                Doc::delete("SCIM: deprovision a user", Scim),
+            ],
         )
 }
 
@@ -653,12 +677,21 @@ async fn schemas() -> Response {
 
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
-pub fn group_routes() -> Router<AppState> {
-    Router::new()
-        .route("/scim/v2/Groups", get(list_groups).post(create_group))
+pub fn group_routes() -> Api {
+    use Auth::{Admin, Scim};
+    Api::new("scim")
+        .route(
+            "/scim/v2/Groups",
+            get(list_groups).post(create_group),
+            &[
+                Doc::get("SCIM: list or filter groups", Scim),
+                Doc::post("SCIM: create a group", Scim),
+            ],
+        )
         .route(
             "/admin/scim/groups/{id}/role",
             axum::routing::put(link_group_role),
+            &[Doc::put("Link a SCIM group to a role (or null)", Admin)],
         )
         .route(
             "/scim/v2/Groups/{id}",
@@ -666,6 +699,12 @@ pub fn group_routes() -> Router<AppState> {
                 .put(replace_group)
                 .patch(patch_group)
                 .delete(delete_group),
+            &[
+                Doc::get("SCIM: one group", Scim),
+                Doc::put("SCIM: replace a group", Scim),
+                Doc::patch("SCIM: patch a group", Scim),
+                Doc::delete("SCIM: delete a group", Scim),
+            ],
         )
 }
 

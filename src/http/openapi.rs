@@ -1,0 +1,344 @@
+//! The API's description, from the code that serves it: every route is
+//! registered through [`Api::route`], which takes the route's documentation
+//! with its handler, so a route cannot exist undocumented. From those
+//! records come `/openapi.json` (OpenAPI 3.1) and `/docs`, a reference page
+//! rendered here, with nothing fetched from anywhere.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::Router;
+use axum::routing::MethodRouter;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone.
+    Public,
+    /// `X-Internal-Secret`.
+    Internal,
+    /// An API client, or an operator's session whose roles allow `memberd`/`admin`.
+    Admin,
+    /// `X-Internal-Secret`, or an API client.
+    Decision,
+    /// A memberd access token (bearer or the console's cookie).
+    Session,
+    /// Any token `/me` takes: a memberd session, the identity provider's
+    /// token, an embedded token; none on a configured public path.
+    Viewer,
+    /// `Authorization: Bearer CLIENT_KEY:API_KEY`.
+    Scim,
+}
+
+impl Auth {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Public => "none",
+            Self::Internal => "X-Internal-Secret",
+            Self::Admin => {
+                "an API client (X-Client-Key + X-API-Key), or an operator's memberd session with memberd/admin"
+            }
+            Self::Decision => "X-Internal-Secret, or an API client",
+            Self::Session => "a memberd access token",
+            Self::Viewer => {
+                "a memberd access token, the identity provider's token, or an embedded token"
+            }
+            Self::Scim => "Bearer CLIENT_KEY:API_KEY",
+        }
+    }
+
+    fn security(self) -> Value {
+        match self {
+            Self::Public => json!([]),
+            Self::Internal => json!([{ "internalSecret": [] }]),
+            Self::Admin => json!([
+                { "clientKey": [], "apiKey": [] },
+                { "bearer": [] },
+                { "sessionCookie": [], "csrfToken": [] }
+            ]),
+            Self::Decision => json!([{ "internalSecret": [] }, { "clientKey": [], "apiKey": [] }]),
+            Self::Session => json!([{ "bearer": [] }, { "sessionCookie": [], "csrfToken": [] }]),
+            Self::Viewer => json!([
+                { "bearer": [] },
+                { "sessionCookie": [] },
+                { "frontendToken": [] },
+                {}
+            ]),
+            Self::Scim => json!([{ "scimBearer": [] }]),
+        }
+    }
+}
+
+/// One operation's documentation, given with its handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Doc {
+    pub method: &'static str,
+    pub summary: &'static str,
+    pub auth: Auth,
+}
+
+impl Doc {
+    pub const fn get(summary: &'static str, auth: Auth) -> Self {
+        Self {
+            method: "GET",
+            summary,
+            auth,
+        }
+    }
+    pub const fn post(summary: &'static str, auth: Auth) -> Self {
+        Self {
+            method: "POST",
+            summary,
+            auth,
+        }
+    }
+    pub const fn put(summary: &'static str, auth: Auth) -> Self {
+        Self {
+            method: "PUT",
+            summary,
+            auth,
+        }
+    }
+    pub const fn patch(summary: &'static str, auth: Auth) -> Self {
+        Self {
+            method: "PATCH",
+            summary,
+            auth,
+        }
+    }
+    pub const fn delete(summary: &'static str, auth: Auth) -> Self {
+        Self {
+            method: "DELETE",
+            summary,
+            auth,
+        }
+    }
+}
+
+/// A documented operation.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    pub auth: Auth,
+}
+
+/// Routes with their documentation. Modules build one each; the router merges them.
+pub struct Api {
+    tag: &'static str,
+    router: Router<AppState>,
+    operations: Vec<Operation>,
+}
+
+impl Api {
+    pub fn new(tag: &'static str) -> Self {
+        Self {
+            tag,
+            router: Router::new(),
+            operations: Vec::new(),
+        }
+    }
+
+    /// Serves `handler` at `path`, documented by `docs` (one per method it answers).
+    pub fn route(
+        mut self,
+        path: &'static str,
+        handler: MethodRouter<AppState>,
+        docs: &[Doc],
+    ) -> Self {
+        self.router = self.router.route(path, handler);
+        self.document(path, docs)
+    }
+
+    /// Documents a route whose handler is added later (the description's own routes).
+    pub fn document(mut self, path: &'static str, docs: &[Doc]) -> Self {
+        let tag = self.tag;
+        self.operations.extend(docs.iter().map(|d| Operation {
+            method: d.method,
+            path,
+            tag,
+            summary: d.summary,
+            auth: d.auth,
+        }));
+        self
+    }
+
+    pub fn merge(mut self, other: Api) -> Self {
+        self.router = self.router.merge(other.router);
+        self.operations.extend(other.operations);
+        self
+    }
+
+    /// Applies `wrap` (a layer, say) to the routes so far.
+    pub fn map_router(mut self, wrap: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Self {
+        self.router = wrap(self.router);
+        self
+    }
+
+    pub fn into_parts(self) -> (Router<AppState>, Vec<Operation>) {
+        (self.router, self.operations)
+    }
+}
+
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            json!({
+                "name": name,
+                "in": "path",
+                "required": true,
+                "schema": { "type": "string" },
+            })
+        })
+        .collect()
+}
+
+/// The OpenAPI 3.1 document.
+pub fn document(operations: &[Operation]) -> Value {
+    let mut paths: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
+    for op in operations {
+        let mut operation = json!({
+            "tags": [op.tag],
+            "summary": op.summary,
+            "operationId": format!("{} {}", op.method, op.path),
+            "security": op.auth.security(),
+            "responses": {
+                "200": { "description": "Success (201 for a creation, 204 without a body)." },
+                "default": {
+                    "description": "An error.",
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+                }
+            }
+        });
+        let parameters = path_parameters(op.path);
+        if !parameters.is_empty() {
+            operation["parameters"] = Value::Array(parameters);
+        }
+        if matches!(op.method, "POST" | "PUT" | "PATCH") {
+            operation["requestBody"] = json!({
+                "required": false,
+                "content": { "application/json": { "schema": { "type": "object" } } }
+            });
+        }
+        paths
+            .entry(op.path)
+            .or_default()
+            .insert(op.method.to_ascii_lowercase(), operation);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "memberd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The member center: users, what each may do, and whether a request is allowed.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "internalSecret": { "type": "apiKey", "in": "header", "name": "X-Internal-Secret" },
+                "clientKey": { "type": "apiKey", "in": "header", "name": "X-Client-Key" },
+                "apiKey": { "type": "apiKey", "in": "header", "name": "X-API-Key" },
+                "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+                "sessionCookie": { "type": "apiKey", "in": "cookie", "name": "memberd_access" },
+                "csrfToken": { "type": "apiKey", "in": "header", "name": "X-CSRF-Token" },
+                "frontendToken": { "type": "apiKey", "in": "header", "name": "X-Frontend-Token" },
+                "scimBearer": { "type": "http", "scheme": "bearer", "description": "CLIENT_KEY:API_KEY" }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message", "request_id"],
+                            "properties": {
+                                "code": { "type": "string" },
+                                "message": { "type": "string" },
+                                "request_id": { "type": "string" },
+                                "field": { "type": "string" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A readable reference: one self-contained page, no scripts, no fonts, no CDN.
+pub fn reference_page(operations: &[Operation]) -> String {
+    let mut by_tag: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
+    for op in operations {
+        by_tag.entry(op.tag).or_default().push(op);
+    }
+    let mut html = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>memberd API reference</title><style>\
+         body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
+         h2{margin-top:2rem;border-bottom:1px solid #ddd}\
+         table{border-collapse:collapse;width:100%}td{padding:.3rem .5rem;border-bottom:1px solid #eee;vertical-align:top}\
+         code{font:13px ui-monospace,monospace}.m{font-weight:bold;width:5rem}.a{color:#666;font-size:13px}\
+         </style></head><body><h1>memberd API reference</h1>\
+         <p>Every route memberd serves, generated from the code. The machine-readable \
+         description is at <a href=\"/openapi.json\"><code>/openapi.json</code></a> (OpenAPI 3.1). \
+         Errors are <code>{\"error\":{\"code\",\"message\",\"request_id\"}}</code>.</p>",
+    );
+    let _ = write!(html, "<nav><p>");
+    for tag in by_tag.keys() {
+        let _ = write!(
+            html,
+            "<a href=\"#{tag}\">{tag}</a> · ",
+            tag = escape_html(tag)
+        );
+    }
+    let _ = write!(html, "</p></nav>");
+    for (tag, ops) in by_tag {
+        let _ = write!(html, "<h2 id=\"{t}\">{t}</h2><table>", t = escape_html(tag));
+        for op in ops {
+            let _ = write!(
+                html,
+                "<tr><td class=\"m\">{}</td><td><code>{}</code><br>{}<br><span class=\"a\">Auth: {}</span></td></tr>",
+                op.method,
+                escape_html(op.path),
+                escape_html(op.summary),
+                escape_html(op.auth.describe())
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("</body></html>");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_parameters_come_from_the_template() {
+        let params = super::path_parameters("/admin/users/{authentik_sub}/sessions/{id}");
+        let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["authentik_sub", "id"]);
+    }
+
+    #[test]
+    fn the_page_escapes_what_it_shows() {
+        assert_eq!(
+            super::escape_html("<a href=\"x\">&"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;"
+        );
+    }
+}
