@@ -16,6 +16,7 @@ use crate::authn::password::{PasswordHasher, PasswordPolicy};
 use crate::authn::tokens::KeyEncryptionKey;
 use crate::config::{Environment, Settings};
 use crate::http::{AppState, router};
+use crate::ratelimit::Limits;
 use crate::service::access::Engine;
 use crate::service::auth::{Auth, LoginSettings};
 use crate::service::authentik::Authentik;
@@ -128,7 +129,7 @@ fn issuer(settings: &Settings, local_addr: SocketAddr) -> String {
 pub async fn session_store(settings: &Settings, store: &Store) -> anyhow::Result<SessionStore> {
     Ok(match &settings.redis_url {
         Some(url) => SessionStore::Redis(
-            RedisSessions::connect(url, "memberd:")
+            RedisSessions::connect(url, settings.redis_prefix.as_str())
                 .await
                 .context("connecting to Redis (MEMBERD_REDIS_URL)")?
                 .audited_in(store.clone()),
@@ -180,6 +181,17 @@ impl Application {
         );
         let kek = key_encryption_key(&settings, &store).await?;
         let sessions = session_store(&settings, &store).await?;
+        let limits = match &settings.redis_url {
+            Some(url) => Limits::redis(
+                redis::Client::open(url.as_str())
+                    .context("MEMBERD_REDIS_URL")?
+                    .get_connection_manager()
+                    .await
+                    .context("connecting to Redis for rate limits (MEMBERD_REDIS_URL)")?,
+                settings.redis_prefix.as_str(),
+            ),
+            None => Limits::default(),
+        };
         let issuer = issuer(&settings, listener.local_addr()?);
         let auth = Auth::new(
             store.clone(),
@@ -192,6 +204,7 @@ impl Application {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("loading the signing keys")?;
+        let auth = auth.with_limits(limits.clone());
         spawn_maintenance(auth.clone());
         let frontend_tokens = settings
             .frontend_secret
@@ -209,7 +222,7 @@ impl Application {
             .clone()
             .map(|a| Authentik::new(a, directory.clone()));
         let state = AppState {
-            auth_limiter: Arc::default(),
+            limits: limits.clone(),
             authentik,
             oidc,
             frontend_tokens,
@@ -220,7 +233,8 @@ impl Application {
                 store.clone(),
                 hasher,
                 settings.api_key_cache_ttl,
-            ),
+            )
+            .with_limits(limits.clone()),
             internal_secrets: Arc::new(internal_secrets),
             settings: Arc::new(settings),
             store,

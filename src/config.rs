@@ -63,8 +63,10 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Seals signing keys and TOTP secrets at rest; generated in development.
     pub key_encryption_key: Option<Secret>,
-    /// Sessions live in Redis when set, else in the database.
+    /// Sessions and rate limits live in Redis when set, else in the database and in memory.
     pub redis_url: Option<String>,
+    /// Prepended to every Redis key, so that deployments can share a Redis.
+    pub redis_prefix: String,
     pub login_captcha: CaptchaMode,
     pub password_min_length: usize,
     pub login_max_failures: u32,
@@ -108,6 +110,7 @@ impl Settings {
             public_url: None,
             key_encryption_key: None,
             redis_url: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             login_captcha: CaptchaMode::default(),
             password_min_length: DEFAULT_MIN_PASSWORD_CHARS,
             login_max_failures: DEFAULT_LOGIN_MAX_FAILURES,
@@ -348,6 +351,14 @@ pub struct SettingsArgs {
     /// `open` accepts modules and actions the catalog does not declare; `strict` refuses them [default: open].
     #[arg(long, env = "MEMBERD_CATALOG", global = true, value_enum)]
     pub catalog: Option<CatalogMode>,
+    /// Prepended to every Redis key [default: memberd:].
+    #[arg(
+        long,
+        env = "MEMBERD_REDIS_PREFIX",
+        global = true,
+        value_name = "PREFIX"
+    )]
+    pub redis_prefix: Option<String>,
     /// The scope menus are checked in when a request names none, as TYPE:ID [default: memberd:console].
     #[arg(
         long,
@@ -394,7 +405,10 @@ struct FileSettings {
     auth_rate_limit: Option<u32>,
     catalog: Option<CatalogMode>,
     menu_scope: Option<String>,
+    redis_prefix: Option<String>,
 }
+
+pub const DEFAULT_REDIS_PREFIX: &str = "memberd:";
 
 fn default_menu_scope() -> (ScopeType, ScopeId) {
     (
@@ -577,6 +591,11 @@ impl SettingsArgs {
         };
         Ok(Settings {
             catalog: self.catalog.or(file.catalog).unwrap_or_default(),
+            redis_prefix: self
+                .redis_prefix
+                .clone()
+                .or(file.redis_prefix)
+                .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned()),
             menu_scope,
             auth_rate_limit_per_minute: self
                 .auth_rate_limit

@@ -1,9 +1,99 @@
 //! Per-key limits of N requests a minute, by the generic cell rate algorithm:
 //! one timestamp per key, a burst of up to N, refilling evenly over the minute.
+//!
+//! [`Limits`] keeps the timestamps in this process, or in Redis so that a
+//! limit holds across every instance (the same algorithm, in one Lua script,
+//! on Redis' clock).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+
+/// GCRA on Redis' clock. KEYS[1]: the key; ARGV[1]: the interval between
+/// requests, ARGV[2]: the window, both in microseconds. Answers 0 when
+/// allowed, else the microseconds to wait.
+const GCRA_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local nxt = tat + interval
+if nxt - now > window then return nxt - now - window end
+redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
+return 0
+";
+
+/// Where limits are counted.
+#[derive(Clone)]
+pub enum Limits {
+    Memory(Arc<RateLimiter>),
+    /// Shared by every instance; when Redis cannot be reached, the
+    /// in-process limiter stands in (a per-instance limit, not none).
+    Redis {
+        connection: ConnectionManager,
+        prefix: String,
+        script: Arc<redis::Script>,
+        fallback: Arc<RateLimiter>,
+    },
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::Memory(Arc::default())
+    }
+}
+
+impl Limits {
+    pub fn redis(connection: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self::Redis {
+            connection,
+            prefix: prefix.into(),
+            script: Arc::new(redis::Script::new(GCRA_SCRIPT)),
+            fallback: Arc::default(),
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis { .. } => "redis",
+        }
+    }
+
+    /// Counts one request for `key`; `Err(retry_after)` when over `per_minute`.
+    pub async fn check(&self, key: &str, per_minute: u32) -> Result<(), Duration> {
+        match self {
+            Self::Memory(limiter) => limiter.check(key, per_minute, Instant::now()),
+            Self::Redis {
+                connection,
+                prefix,
+                script,
+                fallback,
+            } => {
+                let interval = WINDOW / per_minute.max(1);
+                let mut connection = connection.clone();
+                let answer: redis::RedisResult<i64> = script
+                    .key(format!("{prefix}limit:{key}"))
+                    .arg(interval.as_micros() as i64)
+                    .arg(WINDOW.as_micros() as i64)
+                    .invoke_async(&mut connection)
+                    .await;
+                match answer {
+                    Ok(0) => Ok(()),
+                    Ok(wait) => Err(Duration::from_micros(wait.max(1) as u64)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rate limits in Redis unavailable; counting in this instance");
+                        fallback.check(key, per_minute, Instant::now())
+                    }
+                }
+            }
+        }
+    }
+}
 
 const WINDOW: Duration = Duration::from_secs(60);
 /// Keys whose state has fully refilled carry no information; past this many

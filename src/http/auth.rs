@@ -544,10 +544,7 @@ pub async fn rate_limit(
         .ip
         .unwrap_or_default();
     let limit = state.settings.auth_rate_limit_per_minute;
-    if let Err(retry_after) = state
-        .auth_limiter
-        .check(&ip, limit, std::time::Instant::now())
-    {
+    if let Err(retry_after) = state.limits.check(&format!("auth:{ip}"), limit).await {
         return ApiError::rate_limited(retry_after).into_response();
     }
     next.run(axum::extract::Request::from_parts(parts, body))

@@ -25,7 +25,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::authn::frontend::FrontendTokens;
 use crate::authn::internal::InternalSecrets;
 use crate::config::Settings;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::Limits;
 use crate::service::access::Engine;
 use crate::service::auth::Auth;
 use crate::service::authentik::Authentik;
@@ -85,8 +85,8 @@ pub struct AppState {
     pub oidc: Option<Oidc>,
     /// Authentik's admin API, when configured.
     pub authentik: Option<Authentik>,
-    /// Requests per address on `/auth/*`.
-    pub auth_limiter: Arc<RateLimiter>,
+    /// Request rates (per address on `/auth/*`), in memory or Redis.
+    pub limits: Limits,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -26,6 +26,7 @@ use crate::model::{
     Action, AuthentikSub, DisplayName, Effect, Email, LocalAccount, Module, RoleAssignment,
     RoleName, RolePermission, Scope, ScopeId, Session, SessionId, UserId, UserUpsert, Username,
 };
+use crate::ratelimit::Limits;
 use crate::store::{Attempt, RefreshOutcome, Store};
 
 /// Whether a login must solve a captcha.
@@ -224,7 +225,14 @@ pub struct Auth {
     kek: Arc<KeyEncryptionKey>,
     keys: Arc<RwLock<Arc<KeyRing>>>,
     settings: Arc<LoginSettings>,
+    /// Codes tried per user, in memory or Redis.
+    limits: Limits,
 }
+
+/// TOTP or recovery codes one user may try a minute (login, confirm, disable),
+/// across instances when limits live in Redis: guessing stays slow even
+/// where the lockout's window would allow more.
+pub const TOTP_TRIES_PER_MINUTE: u32 = 10;
 
 fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
@@ -257,7 +265,20 @@ impl Auth {
             kek,
             keys: Arc::new(RwLock::new(Arc::new(ring))),
             settings: Arc::new(settings),
+            limits: Limits::default(),
         })
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    async fn limit_totp(&self, user_id: UserId) -> Result<(), AuthError> {
+        self.limits
+            .check(&format!("totp:{}", user_id.0), TOTP_TRIES_PER_MINUTE)
+            .await
+            .map_err(|retry_after| AuthError::Locked { retry_after })
     }
 
     pub fn settings(&self) -> &LoginSettings {
@@ -715,6 +736,7 @@ impl Auth {
 
     /// A TOTP code (each time step good once) or an unused recovery code.
     async fn second_factor(&self, account: &LocalAccount, code: &str) -> Result<bool, AuthError> {
+        self.limit_totp(account.user_id).await?;
         if totp::is_recovery_code(code) {
             let used = self
                 .store
@@ -944,6 +966,7 @@ impl Auth {
             .as_deref()
             .ok_or(AuthError::TotpNotEnrolling)?;
         let secret = self.open_totp(account.user_id, pending)?;
+        self.limit_totp(account.user_id).await?;
         let now = unix(OffsetDateTime::now_utc()).max(0) as u64;
         let step = self
             .settings

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use crate::authn::Secret;
 use crate::authn::api_key::{self, HashAlgorithm, KeyHashError};
 use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::Limits;
 use crate::store::{self, Store, StoreError};
 
 use super::ServiceError;
@@ -264,7 +264,7 @@ pub struct ClientAuthenticator {
     store: Store,
     hasher: KeyHasher,
     verified: Arc<VerifiedKeys>,
-    limiter: Arc<RateLimiter>,
+    limits: Limits,
     cache_ttl: Duration,
     rows: Arc<Mutex<HashMap<String, CachedRow>>>,
 }
@@ -275,10 +275,16 @@ impl ClientAuthenticator {
             store,
             hasher,
             verified: Arc::default(),
-            limiter: Arc::default(),
+            limits: Limits::default(),
             cache_ttl,
             rows: Arc::default(),
         }
+    }
+
+    /// Counts each client's requests in `limits` (Redis, to hold across instances).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     async fn client_row(
@@ -358,8 +364,9 @@ impl ClientAuthenticator {
             return Err(ClientAuthError::PathNotAllowed);
         }
         if let Some(limit) = client.rate_limit_per_minute {
-            self.limiter
-                .check(&client.client_key, limit, Instant::now())
+            self.limits
+                .check(&format!("client:{}", client.client_key), limit)
+                .await
                 .map_err(|retry_after| ClientAuthError::RateLimited { retry_after })?;
         }
 

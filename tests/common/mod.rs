@@ -146,6 +146,12 @@ pub async fn spawn_app_with(
     settings.bind = "127.0.0.1:0".parse().unwrap();
     settings.internal_secrets = vec![Secret::new(INTERNAL_SECRET)];
     configure(&mut settings);
+    if settings.redis_url.is_some()
+        && settings.redis_prefix == memberd::config::DEFAULT_REDIS_PREFIX
+    {
+        // Tests share one Redis: each app counts and keeps sessions apart.
+        settings.redis_prefix = format!("memberd-test-{}:", uuid::Uuid::new_v4().simple());
+    }
     Some(spawn_on(db, settings).await)
 }
 
