@@ -36,12 +36,13 @@ impl Histogram {
     }
 }
 
-/// `(route template, method, status)`: templates, not paths, so that the
-/// number of series stays bounded and no subject lands in a label.
-type RequestKey = (String, String, u16);
+/// By route template, then `(method, status)`: templates, not paths, so
+/// that the number of series stays bounded and no subject lands in a label.
+/// Nested so that counting a known series allocates nothing.
+type Requests = BTreeMap<String, BTreeMap<(&'static str, u16), Histogram>>;
 
 pub struct Metrics {
-    requests: Mutex<BTreeMap<RequestKey, Histogram>>,
+    requests: Mutex<Requests>,
     checks_allowed: AtomicU64,
     checks_denied: AtomicU64,
     snapshots: AtomicU64,
@@ -73,10 +74,30 @@ fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
+/// A method as a label; any other than the usual ones is `OTHER`, so that a
+/// caller cannot mint series.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 pub fn request(route: &str, method: &str, status: u16, latency: Duration) {
+    let key = (method_label(method), status);
     let mut requests = METRICS.requests.lock().unwrap_or_else(|p| p.into_inner());
-    requests
-        .entry((route.to_owned(), method.to_owned(), status))
+    let series = match requests.get_mut(route) {
+        Some(series) => series,
+        None => requests.entry(route.to_owned()).or_default(),
+    };
+    series
+        .entry(key)
         .or_default()
         .observe(latency.as_secs_f64());
 }
@@ -153,13 +174,15 @@ pub fn render(gauges: &Gauges) -> String {
             "counter",
             "HTTP requests answered, by route template, method and status.",
         );
-        for ((route, method, status), h) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "memberd_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {}",
-                escape(route),
-                h.count
-            );
+        for (route, series) in requests.iter() {
+            for ((method, status), h) in series {
+                let _ = writeln!(
+                    out,
+                    "memberd_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {}",
+                    escape(route),
+                    h.count
+                );
+            }
         }
         family(
             &mut out,
@@ -167,7 +190,10 @@ pub fn render(gauges: &Gauges) -> String {
             "histogram",
             "Time to answer HTTP requests, by route template, method and status.",
         );
-        for ((route, method, status), h) in requests.iter() {
+        for ((route, method, status), h) in requests
+            .iter()
+            .flat_map(|(route, series)| series.iter().map(move |((m, s), h)| ((route, m, s), h)))
+        {
             let labels = format!(
                 "route=\"{}\",method=\"{method}\",status=\"{status}\"",
                 escape(route)

@@ -550,6 +550,9 @@ async fn audit_verify_passes_then_names_a_hand_edited_record() {
         create.args(["client", "create", "--name", name, "--json"]);
         stdout_json(&run(create));
     }
+    let mut rotate = memberd(&db);
+    rotate.args(["keys", "rotate"]);
+    assert!(run(rotate).status.success());
     let mut verify = memberd(&db);
     verify.args(["audit", "verify"]);
     let output = run(verify);
@@ -560,17 +563,24 @@ async fn audit_verify_passes_then_names_a_hand_edited_record() {
     );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        "audit chain intact: 3 records"
+        "audit chain intact: 4 records"
     );
 
     // The CLI's changes are the CLI's doing.
     use sqlx::Connection as _;
     let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-    let kinds: Vec<String> = sqlx::query_scalar("SELECT actor_kind FROM audit_log ORDER BY seq")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(kinds, ["cli", "cli", "cli"]);
+    let recorded: Vec<(String, String)> =
+        sqlx::query_as("SELECT actor_kind, action FROM audit_log ORDER BY seq")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let expected = [
+        "client.create",
+        "client.create",
+        "client.create",
+        "keys.rotate",
+    ];
+    assert_eq!(recorded, expected.map(|a| ("cli".to_owned(), a.to_owned())));
 
     sqlx::raw_sql("UPDATE audit_log SET action = 'client.delete' WHERE seq = 2")
         .execute(&mut conn)

@@ -549,6 +549,12 @@ impl Store {
             .bind(key.created_at)
             .execute(&mut *tx)
             .await?;
+            audit!(
+                tx,
+                None,
+                Event::new("keys.rotate", format!("signing_key:{}", key.kid))
+                    .after(serde_json::json!({ "kid": key.kid, "algorithm": key.algorithm }))
+            );
             tx.commit().await?;
         });
         Ok(())
