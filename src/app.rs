@@ -20,7 +20,7 @@ use crate::ratelimit::Limits;
 use crate::service::access::Engine;
 use crate::service::auth::{Auth, LoginSettings};
 use crate::service::authentik::Authentik;
-use crate::service::clients::{ClientAuthenticator, KeyHasher};
+use crate::service::clients::{ClientAdmin, ClientAuthenticator, KeyHasher};
 use crate::service::directory::Directory;
 use crate::service::oidc::Oidc;
 use crate::service::sessions::{RedisSessions, SessionStore};
@@ -235,6 +235,7 @@ impl Application {
                 settings.api_key_cache_ttl,
             )
             .with_limits(limits.clone()),
+            client_admin: ClientAdmin::new(store.clone(), KeyHasher::default()),
             internal_secrets: Arc::new(internal_secrets),
             settings: Arc::new(settings),
             store,

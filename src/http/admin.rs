@@ -1,9 +1,16 @@
 //! Admin routes, for authenticated API clients.
 
 use axum::Json;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::extract::{QueryParams, path_param};
+use crate::authz::index::Request;
+use crate::service::access::Subject;
+use crate::service::menus;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -16,6 +23,30 @@ use crate::model::{
 
 pub fn routes() -> Api {
     Api::new("permissions")
+        .route(
+            "/admin/users",
+            get(list_users),
+            &[Doc::get(
+                "Users, searched by subject, email or name, a page at a time",
+                Auth::Admin,
+            )],
+        )
+        .route(
+            "/admin/users/{authentik_sub}",
+            get(show_user),
+            &[Doc::get(
+                "One user: grants, roles, local account, identities",
+                Auth::Admin,
+            )],
+        )
+        .route(
+            "/admin/users/{authentik_sub}/menus",
+            get(user_menus),
+            &[Doc::get(
+                "The menu tree and buttons this user would see",
+                Auth::Admin,
+            )],
+        )
         .route(
             "/admin/permissions/grant",
             post(grant),
@@ -109,4 +140,119 @@ async fn revoke(
         revoked: outcome.revoked.is_some(),
         revision: outcome.revision,
     }))
+}
+
+const USERS_PAGE: u32 = 50;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersQuery {
+    /// Part of a subject, email or display name, in any case.
+    q: Option<String>,
+    /// `next_cursor` of the page before.
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_users(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<UsersQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(USERS_PAGE);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "between 1 and 500"));
+    }
+    let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    if search.is_some_and(|q| q.chars().count() > 255) {
+        return Err(ApiError::invalid_field("q", "at most 255 characters"));
+    }
+    let users = state
+        .store
+        .users_page(search, query.cursor.as_deref(), limit)
+        .await?;
+    let next_cursor = (users.len() == limit as usize)
+        .then(|| users.last().map(|u| u.authentik_sub.to_string()))
+        .flatten();
+    Ok(Json(json!({ "users": users, "next_cursor": next_cursor })))
+}
+
+fn subject(raw: String) -> Result<AuthentikSub, ApiError> {
+    path_param("authentik_sub", raw, AuthentikSub::parse)
+}
+
+async fn show_user(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(sub): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let sub = subject(sub)?;
+    let user =
+        state.store.user_by_sub(&sub).await?.ok_or_else(|| {
+            ApiError::not_found("user_not_found", "no user with this authentik_sub")
+        })?;
+    let grants = state.store.grants_of(user.id).await?;
+    let snapshot = state.engine.snapshot(&Subject::Id(user.id))?;
+    let account = state.store.account_by_user(user.id).await?.map(|a| {
+        json!({
+            "username": a.username,
+            "totp_enabled": a.totp_enabled(),
+            "must_change_password": a.must_change_password,
+        })
+    });
+    let identities = state.store.identities_of(user.id).await?;
+    Ok(Json(json!({
+        "user": user,
+        "grants": grants,
+        "roles": snapshot.roles,
+        "account": account,
+        "identities": identities,
+        "revision": snapshot.revision,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MenuQuery {
+    scope_type: Option<ScopeType>,
+    scope_id: Option<ScopeId>,
+}
+
+async fn user_menus(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(sub): Path<String>,
+    QueryParams(query): QueryParams<MenuQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let sub = subject(sub)?;
+    let user = state
+        .engine
+        .user_id(&Subject::Sub(sub))
+        .ok_or_else(|| ApiError::not_found("user_not_found", "no user with this authentik_sub"))?;
+    let (scope_type, scope_id) = match (query.scope_type, query.scope_id) {
+        (Some(t), Some(i)) => (t, i),
+        (None, None) => state.settings.menu_scope.clone(),
+        _ => {
+            return Err(ApiError::invalid_field(
+                "scope_id",
+                "give scope_type and scope_id together, or neither",
+            ));
+        }
+    };
+    let rules = state.directory.rules().await?;
+    let allowed = |module: &Module, action: &Action| {
+        state.engine.check(
+            &Subject::Id(user),
+            &Request {
+                scope_type: scope_type.as_str(),
+                scope_id: scope_id.as_str(),
+                module: module.as_str(),
+                action: action.as_str(),
+            },
+        )
+    };
+    Ok(Json(json!({
+        "menus": menus::menu_tree(&rules, allowed),
+        "buttons": menus::buttons(&rules, allowed),
+    })))
 }

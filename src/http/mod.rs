@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod auth;
 mod authzen;
+mod clients;
 mod decisions;
 pub mod error;
 mod extract;
@@ -29,7 +30,7 @@ use crate::ratelimit::Limits;
 use crate::service::access::Engine;
 use crate::service::auth::Auth;
 use crate::service::authentik::Authentik;
-use crate::service::clients::ClientAuthenticator;
+use crate::service::clients::{ClientAdmin, ClientAuthenticator};
 use crate::service::directory::Directory;
 use crate::service::oidc::Oidc;
 use crate::store::Store;
@@ -52,6 +53,7 @@ pub fn api(state: AppState) -> openapi::Api {
             ))
         }))
         .merge(accounts::routes())
+        .merge(clients::routes())
         .merge(scim::routes())
         .document(
             "/openapi.json",
@@ -77,6 +79,7 @@ pub struct AppState {
     pub directory: Directory,
     pub engine: Engine,
     pub client_auth: ClientAuthenticator,
+    pub client_admin: ClientAdmin,
     pub internal_secrets: Arc<InternalSecrets>,
     pub auth: Auth,
     /// Opens the embedded (iframe) tokens, when a frontend secret is configured.

@@ -150,6 +150,25 @@ impl ClientAdmin {
         Ok(())
     }
 
+    pub async fn get(&self, client_key: &str) -> Result<ApiClient, ServiceError> {
+        self.store
+            .client(client_key)
+            .await?
+            .ok_or(ServiceError::NotFound("client"))
+    }
+
+    /// Replaces the client's name, allowlists, expiry and rate limit.
+    pub async fn update(&self, client: &ApiClient) -> Result<(), ServiceError> {
+        if client.rate_limit_per_minute == Some(0) {
+            return Err(ServiceError::Invalid(
+                "rate limit must be at least 1 request per minute".into(),
+            ));
+        }
+        self.store.update_client(client).await?;
+        tracing::info!(client_key = %client.client_key, "api client updated");
+        Ok(())
+    }
+
     /// A new key replaces the old one at once, in every process: requests
     /// compare the stored hash, which the rotation changes.
     pub async fn rotate(

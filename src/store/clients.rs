@@ -148,6 +148,48 @@ impl Store {
         }
     }
 
+    /// Replaces the client's name, allowlists, expiry and rate limit.
+    pub async fn update_client(&self, client: &ApiClient) -> Result<()> {
+        let row = ClientRow::from(client);
+        let event = Event::new("client.update", format!("client:{}", client.client_key)).after(
+            serde_json::json!({
+                "name": client.name,
+                "expires_at": client.expires_at.map(|t| t.unix_timestamp()),
+                "allowed_origins": client.allowed_origins,
+                "allowed_ips": client.allowed_ips,
+                "allowed_paths": client.allowed_paths,
+                "rate_limit_per_minute": client.rate_limit_per_minute,
+            }),
+        );
+        let updated = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let updated = sqlx::query(
+                "UPDATE api_clients SET name = $2, expires_at = $3, allowed_origins = $4, allowed_ips = $5, \
+                 allowed_paths = $6, rate_limit_per_minute = $7 WHERE client_key = $1",
+            )
+            .bind(&row.client_key)
+            .bind(&row.name)
+            .bind(row.expires_at)
+            .bind(&row.allowed_origins)
+            .bind(&row.allowed_ips)
+            .bind(&row.allowed_paths)
+            .bind(row.rate_limit_per_minute)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 1 {
+                audit!(tx, None, event);
+                tx.commit().await?;
+            }
+            updated
+        });
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound("client"))
+        }
+    }
+
     pub async fn touch_client(&self, client_key: &str, at: OffsetDateTime) -> Result<()> {
         let sql = "UPDATE api_clients SET last_used_at = $2 WHERE client_key = $1";
         on_pool!(self, |pool| {

@@ -103,6 +103,51 @@ impl Store {
         row.map(User::try_from).transpose()
     }
 
+    /// Users whose subject, email or display name contains `search` (any
+    /// case), by subject, after the subject `after`; at most `limit`.
+    pub async fn users_page(
+        &self,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<User>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE ($1 IS NULL OR LOWER(authentik_sub) LIKE $1 ESCAPE '\\' \
+             OR LOWER(COALESCE(email, '')) LIKE $1 ESCAPE '\\' \
+             OR LOWER(COALESCE(display_name, '')) LIKE $1 ESCAPE '\\') \
+             AND ($2 IS NULL OR authentik_sub > $2) ORDER BY authentik_sub LIMIT $3"
+        );
+        let pattern = search.map(|s| {
+            let escaped = s
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let rows: Vec<UserRow> = on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(pattern.as_deref())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(User::try_from).collect()
+    }
+
+    /// The user's direct grants, by permission.
+    pub async fn grants_of(&self, user: UserId) -> Result<Vec<Grant>> {
+        let rows: Vec<GrantRow> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, user_id, scope_type, scope_id, module, action, effect, created_at \
+             FROM permissions WHERE user_id = $1 ORDER BY scope_type, scope_id, module, action"
+        )
+        .bind(user.0)
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(Grant::try_from).collect()
+    }
+
     /// Creates the user or updates the fields given. Safe under concurrent
     /// calls for one subject: the unique subject and `ON CONFLICT` make the
     /// second caller update the row the first one created.

@@ -1,0 +1,250 @@
+//! API clients over HTTP, for the console: what `memberd client …` does on
+//! the command line. A new or rotated key is in the answer once; only its
+//! hash is kept.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{AdminCaller, JsonBody};
+use super::openapi::{Api, Auth, Doc};
+use crate::authn::api_key::HashAlgorithm;
+use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern};
+use crate::service::clients::NewClient;
+
+pub fn routes() -> Api {
+    use Auth::Admin;
+    Api::new("clients")
+        .route(
+            "/admin/clients",
+            get(list).post(create),
+            &[
+                Doc::get("Every API client", Admin),
+                Doc::post(
+                    "Create a client; its key is in the answer, once (201)",
+                    Admin,
+                ),
+            ],
+        )
+        .route(
+            "/admin/clients/{client_key}",
+            get(show).patch(update),
+            &[
+                Doc::get("One client", Admin),
+                Doc::patch(
+                    "Change a client's name, allowlists, expiry or rate limit",
+                    Admin,
+                ),
+            ],
+        )
+        .route(
+            "/admin/clients/{client_key}/rotate",
+            post(rotate),
+            &[Doc::post(
+                "Replace the key; the old one stops working at once",
+                Admin,
+            )],
+        )
+        .route(
+            "/admin/clients/{client_key}/disable",
+            post(disable),
+            &[Doc::post("Refuse the client's requests", Admin)],
+        )
+        .route(
+            "/admin/clients/{client_key}/enable",
+            post(enable),
+            &[Doc::post("Accept the client's requests again", Admin)],
+        )
+}
+
+/// Allowlists, expiry and rate limit, as sent; parsed into the model's types.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    name: Option<ClientName>,
+    allowed_origins: Option<Vec<String>>,
+    allowed_ips: Option<Vec<String>>,
+    allowed_paths: Option<Vec<PathPattern>>,
+    /// RFC 3339; `null` for never.
+    #[serde(default, deserialize_with = "nullable")]
+    expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    rate_limit_per_minute: Option<Option<u32>>,
+}
+
+fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn origins(raw: Vec<String>) -> Result<Vec<Origin>, ApiError> {
+    raw.iter()
+        .map(|o| {
+            Origin::normalize(o)
+                .map_err(|e| ApiError::invalid_field("allowed_origins", e.to_string()))
+        })
+        .collect()
+}
+
+fn ips(raw: Vec<String>) -> Result<Vec<IpNet>, ApiError> {
+    raw.iter()
+        .map(|ip| {
+            ip.parse::<IpNet>()
+                .or_else(|_| ip.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ApiError::invalid_field(
+                        "allowed_ips",
+                        format!("{ip:?} is not an IP address or CIDR"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn expiry(raw: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
+    raw.map(|t| {
+        OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).map_err(|_| {
+            ApiError::invalid_field(
+                "expires_at",
+                "an RFC 3339 moment, such as 2027-01-01T00:00:00Z",
+            )
+        })
+    })
+    .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    name: ClientName,
+    #[serde(flatten)]
+    settings: CreateSettings,
+}
+
+#[derive(Deserialize, Default)]
+struct CreateSettings {
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    allowed_ips: Vec<String>,
+    #[serde(default)]
+    allowed_paths: Vec<PathPattern>,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    rate_limit_per_minute: Option<u32>,
+}
+
+async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "clients": state.client_admin.list().await? })))
+}
+
+async fn create(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<Create>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let s = body.settings;
+    let new = NewClient {
+        name: body.name,
+        allowed_origins: origins(s.allowed_origins)?,
+        allowed_ips: ips(s.allowed_ips)?,
+        allowed_paths: s.allowed_paths,
+        expires_at: expiry(s.expires_at)?,
+        rate_limit_per_minute: s.rate_limit_per_minute,
+        hash: HashAlgorithm::default(),
+    };
+    let (client, api_key) = state.client_admin.create(new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "client": client,
+            "client_key": client.client_key,
+            "api_key": api_key.expose(),
+        })),
+    ))
+}
+
+async fn show(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(client_key): Path<String>,
+) -> Result<Json<ApiClient>, ApiError> {
+    Ok(Json(state.client_admin.get(&client_key).await?))
+}
+
+async fn update(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(client_key): Path<String>,
+    JsonBody(body): JsonBody<Settings>,
+) -> Result<Json<ApiClient>, ApiError> {
+    let mut client = state.client_admin.get(&client_key).await?;
+    if let Some(name) = body.name {
+        client.name = name;
+    }
+    if let Some(raw) = body.allowed_origins {
+        client.allowed_origins = origins(raw)?;
+    }
+    if let Some(raw) = body.allowed_ips {
+        client.allowed_ips = ips(raw)?;
+    }
+    if let Some(paths) = body.allowed_paths {
+        client.allowed_paths = paths;
+    }
+    if let Some(raw) = body.expires_at {
+        client.expires_at = expiry(raw)?;
+    }
+    if let Some(limit) = body.rate_limit_per_minute {
+        client.rate_limit_per_minute = limit;
+    }
+    state.client_admin.update(&client).await?;
+    Ok(Json(client))
+}
+
+async fn rotate(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(client_key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let api_key = state
+        .client_admin
+        .rotate(&client_key, HashAlgorithm::default())
+        .await?;
+    Ok(Json(
+        json!({ "client_key": client_key, "api_key": api_key.expose() }),
+    ))
+}
+
+async fn set_status(
+    state: &AppState,
+    client_key: &str,
+    status: ClientStatus,
+) -> Result<Json<ApiClient>, ApiError> {
+    state.client_admin.set_status(client_key, status).await?;
+    Ok(Json(state.client_admin.get(client_key).await?))
+}
+
+async fn disable(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(client_key): Path<String>,
+) -> Result<Json<ApiClient>, ApiError> {
+    set_status(&state, &client_key, ClientStatus::Disabled).await
+}
+
+async fn enable(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(client_key): Path<String>,
+) -> Result<Json<ApiClient>, ApiError> {
+    set_status(&state, &client_key, ClientStatus::Active).await
+}
