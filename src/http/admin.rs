@@ -40,6 +40,19 @@ pub fn routes() -> Api {
             )],
         )
         .route(
+            "/admin/users/{authentik_sub}/disable",
+            post(disable_user),
+            &[Doc::post(
+                "Disable a user: every check is denied, every session ends",
+                Auth::Admin,
+            )],
+        )
+        .route(
+            "/admin/users/{authentik_sub}/enable",
+            post(enable_user),
+            &[Doc::post("Enable a user again", Auth::Admin)],
+        )
+        .route(
             "/admin/users/{authentik_sub}/menus",
             get(user_menus),
             &[Doc::get(
@@ -255,4 +268,43 @@ async fn user_menus(
         "menus": menus::menu_tree(&rules, allowed),
         "buttons": menus::buttons(&rules, allowed),
     })))
+}
+
+async fn set_active(state: &AppState, raw: String, active: bool) -> Result<Json<Value>, ApiError> {
+    let sub = subject(raw)?;
+    if state.store.user_by_sub(&sub).await?.is_none() {
+        return Err(ApiError::not_found(
+            "user_not_found",
+            "no user with this authentik_sub",
+        ));
+    }
+    let user = state
+        .directory
+        .upsert_user(&crate::model::UserUpsert {
+            authentik_sub: sub,
+            email: None,
+            display_name: None,
+            is_active: Some(active),
+        })
+        .await?;
+    if !active {
+        state.auth.sessions().revoke_all(user.id).await?;
+    }
+    Ok(Json(json!({ "user": user, "revision": user.revision })))
+}
+
+async fn disable_user(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(sub): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_active(&state, sub, false).await
+}
+
+async fn enable_user(
+    _: AdminCaller,
+    State(state): State<AppState>,
+    Path(sub): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_active(&state, sub, true).await
 }

@@ -266,10 +266,12 @@ impl FromRequestParts<AppState> for AdminCaller {
 
 /// A system asking for decisions: it presents the internal secret or an API
 /// client's credentials. The client's row may be a second old, so that
-/// decisions never wait on the database.
+/// decisions never wait on the database. An operator signed in to the
+/// console (with `memberd`/`admin`) may ask too: the console's "why?".
 pub enum DecisionCaller {
     Internal,
     Client,
+    Operator,
 }
 
 impl FromRequestParts<AppState> for DecisionCaller {
@@ -286,6 +288,13 @@ impl FromRequestParts<AppState> for DecisionCaller {
             return api_client(parts, state, Freshness::Recent)
                 .await
                 .map(|_| DecisionCaller::Client);
+        }
+        if parts.headers.contains_key(header::AUTHORIZATION)
+            || cookie(&parts.headers, ACCESS_COOKIE).is_some()
+        {
+            return AdminCaller::from_request_parts(parts, state)
+                .await
+                .map(|_| DecisionCaller::Operator);
         }
         Err(ApiError::unauthorized(
             "missing_credentials",

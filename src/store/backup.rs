@@ -472,6 +472,9 @@ impl Store {
                     "the database already holds users, roles, clients or audit records: import into an empty one".into(),
                 ));
             }
+            // The console's rules, which every database is migrated with,
+            // give way to the source's tree.
+            sqlx::query("DELETE FROM rules").execute(&mut *tx).await?;
             for (table, columns) in TABLES {
                 let Some(data) = doc.tables.get(*table) else {
                     return Err(bad(format!("table {table} is missing")));
