@@ -218,6 +218,8 @@ async fn show_user(
         "user": user,
         "grants": grants,
         "roles": snapshot.roles,
+        "permissions": snapshot.permissions,
+        "denied": snapshot.denied,
         "account": account,
         "identities": identities,
         "revision": snapshot.revision,

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod authzen;
 mod clients;
+mod console;
 mod decisions;
 pub mod error;
 mod extract;
@@ -54,6 +55,7 @@ pub fn api(state: AppState) -> openapi::Api {
         }))
         .merge(accounts::routes())
         .merge(clients::routes())
+        .merge(console::routes())
         .merge(scim::routes())
         .document(
             "/openapi.json",
