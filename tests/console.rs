@@ -432,15 +432,15 @@ async fn an_operator_does_the_daily_tasks_in_the_console() {
     let client_key = browser.text("#new-client-key").await;
     let api_key = browser.text("#new-api-key").await;
     browser.screenshot("06-clients").await;
-    let used = app
-        .http
-        .get(app.url("/admin/roles"))
-        .header("X-Client-Key", &client_key)
-        .header("X-API-Key", &api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(used.status(), StatusCode::OK);
+    // With curl, as the operator would paste it.
+    let used = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", &format!("X-Client-Key: {client_key}")])
+        .args(["-H", &format!("X-API-Key: {api_key}")])
+        .arg(app.url("/admin/roles"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&used.stdout), "200");
 
     // Disabling asks first, then the key stops working.
     browser
@@ -512,9 +512,10 @@ async fn an_operator_sees_only_the_pages_their_roles_reveal_and_the_server_refus
         .await
         .unwrap();
     assert_eq!(bound.status(), StatusCode::OK);
+    // Created by an administrator: hank must choose his own password first.
     call(
         "/admin/accounts",
-        json!({"username": "hank", "password": PASSWORD, "must_change_password": false}),
+        json!({"username": "hank", "password": PASSWORD}),
     )
     .send()
     .await
@@ -528,6 +529,14 @@ async fn an_operator_sees_only_the_pages_their_roles_reveal_and_the_server_refus
     browser.type_into("input[name=username]", "hank").await;
     browser.type_into("input[name=password]", PASSWORD).await;
     browser.press("form", "Sign in").await;
+    browser.until_text("Choose a new password").await;
+    browser
+        .type_into("input[name=current_password]", PASSWORD)
+        .await;
+    browser
+        .type_into("input[name=new_password]", "a quiet river at dawn")
+        .await;
+    browser.press("form", "Set password").await;
     browser
         .until_text("Your roles do not allow this page.")
         .await;

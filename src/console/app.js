@@ -188,6 +188,27 @@ function totpStep(mfaToken) {
   page("Second factor", step);
 }
 
+// An administrator reset the password: nothing else works until the
+// operator chooses their own, after which a refresh drops the restriction.
+function passwordChangePage() {
+  nav.replaceChildren();
+  const change = form({ class: "card", "aria-label": "Choose a new password" }, [
+    h("p", {}, "An administrator reset your password. Choose your own to continue."),
+    field("Password you were given", "current_password", { type: "password", autocomplete: "current-password", required: true, autofocus: true }),
+    field("New password (at least 12 characters)", "new_password", { type: "password", autocomplete: "new-password", required: true, minlength: 12 }),
+  ], "Set password", async (data) => {
+    await api("POST", "/auth/password", { current_password: data.get("current_password"), new_password: data.get("new_password") });
+    await fetch("/auth/refresh", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": cookie("memberd_csrf") },
+      body: "{}",
+    });
+    await start();
+  });
+  page("Choose a new password", change);
+}
+
 // ---- the frame: who is signed in, and the pages their roles reveal ---------
 
 async function start() {
@@ -197,6 +218,7 @@ async function start() {
     me = null;
   }
   if (!me || !me.authenticated) return loginPage();
+  if (me.password_change_required) return passwordChangePage();
   const user = me.user || {};
   who.replaceChildren(
     h("a", { href: "#/account" }, user.display_name || user.authentik_sub || "my account"), " · ",
