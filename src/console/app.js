@@ -614,7 +614,9 @@ async function auditPage(params) {
   const older = new URLSearchParams(query);
   older.delete("limit");
   if (result.next_cursor) older.set("cursor", result.next_cursor);
-  page("Audit log", status, filters, table(["#", "When", "Who", "Action", "Target", "Before", "After", "From"], rows),
+  const log = table(["#", "When", "Who", "Action", "Target", "Before", "After", "From"], rows);
+  log.classList.add("audit");
+  page("Audit log", status, filters, log,
     h("div", { class: "pager" }, params.get("cursor") ? h("a", { href: "#/audit" }, "« Newest") : "",
       result.next_cursor ? h("a", { href: `#/audit?${older}` }, "Older »") : ""));
 }
