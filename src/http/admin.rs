@@ -8,7 +8,6 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::extract::{QueryParams, path_param};
-use crate::authz::index::Request;
 use crate::service::access::Subject;
 use crate::service::menus;
 use serde::{Deserialize, Serialize};
@@ -244,31 +243,11 @@ async fn user_menus(
         .engine
         .user_id(&Subject::Sub(sub))
         .ok_or_else(|| ApiError::not_found("user_not_found", "no user with this authentik_sub"))?;
-    let (scope_type, scope_id) = match (query.scope_type, query.scope_id) {
-        (Some(t), Some(i)) => (t, i),
-        (None, None) => state.settings.menu_scope.clone(),
-        _ => {
-            return Err(ApiError::invalid_field(
-                "scope_id",
-                "give scope_type and scope_id together, or neither",
-            ));
-        }
-    };
-    let rules = state.directory.rules().await?;
-    let allowed = |module: &Module, action: &Action| {
-        state.engine.check(
-            &Subject::Id(user),
-            &Request {
-                scope_type: scope_type.as_str(),
-                scope_id: scope_id.as_str(),
-                module: module.as_str(),
-                action: action.as_str(),
-            },
-        )
-    };
+    let (rules, allowed) =
+        super::rules::rules_for(&state, Some(user), query.scope_type, query.scope_id).await?;
     Ok(Json(json!({
-        "menus": menus::menu_tree(&rules, allowed),
-        "buttons": menus::buttons(&rules, allowed),
+        "menus": menus::menu_tree(&rules, &allowed),
+        "buttons": menus::buttons(&rules, &allowed),
     })))
 }
 

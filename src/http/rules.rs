@@ -326,7 +326,18 @@ async fn visible_rules(
     viewer: &Viewer,
     query: MenuQuery,
 ) -> Result<(Vec<Rule>, impl Fn(&Module, &Action) -> bool), ApiError> {
-    let (scope_type, scope_id) = match (query.scope_type, query.scope_id) {
+    rules_for(state, viewer.user_id(), query.scope_type, query.scope_id).await
+}
+
+/// The rules, and whether `user` (nobody: nothing) holds a rule's
+/// permission in the scope given, by default the configured menu scope.
+pub(super) async fn rules_for(
+    state: &AppState,
+    user: Option<crate::model::UserId>,
+    scope_type: Option<ScopeType>,
+    scope_id: Option<ScopeId>,
+) -> Result<(Vec<Rule>, impl Fn(&Module, &Action) -> bool), ApiError> {
+    let (scope_type, scope_id) = match (scope_type, scope_id) {
         (Some(t), Some(i)) => (t, i),
         (None, None) => state.settings.menu_scope.clone(),
         _ => {
@@ -338,7 +349,6 @@ async fn visible_rules(
     };
     let rules = state.directory.rules().await?;
     let engine = state.engine.clone();
-    let user = viewer.user_id();
     let allowed = move |module: &Module, action: &Action| {
         user.is_some_and(|id| {
             engine.check(
