@@ -259,18 +259,7 @@ async fn set_active(state: &AppState, raw: String, active: bool) -> Result<Json<
             "no user with this authentik_sub",
         ));
     }
-    let user = state
-        .directory
-        .upsert_user(&crate::model::UserUpsert {
-            authentik_sub: sub,
-            email: None,
-            display_name: None,
-            is_active: Some(active),
-        })
-        .await?;
-    if !active {
-        state.auth.sessions().revoke_all(user.id).await?;
-    }
+    let user = state.auth.set_user_active(sub, active).await?;
     Ok(Json(json!({ "user": user, "revision": user.revision })))
 }
 

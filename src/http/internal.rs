@@ -56,12 +56,7 @@ async fn upsert_by_sub(
     State(state): State<AppState>,
     JsonBody(upsert): JsonBody<UserUpsert>,
 ) -> Result<Json<User>, ApiError> {
-    let user = state.directory.upsert_user(&upsert).await?;
-    if !user.is_active {
-        // A disabled user is signed out everywhere.
-        state.auth.sessions().revoke_all(user.id).await?;
-    }
-    Ok(Json(user))
+    Ok(Json(state.auth.upsert_user(&upsert).await?))
 }
 
 /// Changes whenever the user's snapshot may have: the user's revision moves

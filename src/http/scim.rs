@@ -340,14 +340,11 @@ async fn save(
     fields: &UserFields,
     user_name: &str,
 ) -> Result<UserId, ScimError> {
-    let user = state.directory.upsert_user(&fields.upsert(sub)?).await?;
+    let user = state.auth.upsert_user(&fields.upsert(sub)?).await?;
     state
         .store
         .put_scim_user(user.id, user_name, fields.external_id.as_deref())
         .await?;
-    if !user.is_active {
-        state.auth.sessions().revoke_all(user.id).await?;
-    }
     Ok(user.id)
 }
 

@@ -24,7 +24,8 @@ use crate::authn::tokens::{
 use crate::authn::totp::{self, Totp, TotpSecret};
 use crate::model::{
     Action, AuthentikSub, DisplayName, Effect, Email, LocalAccount, Module, RoleAssignment,
-    RoleName, RolePermission, Scope, ScopeId, Session, SessionId, UserId, UserUpsert, Username,
+    RoleName, RolePermission, Scope, ScopeId, Session, SessionId, User, UserId, UserUpsert,
+    Username,
 };
 use crate::ratelimit::Limits;
 use crate::store::{Attempt, RefreshOutcome, Store};
@@ -462,20 +463,35 @@ impl Auth {
         Ok(())
     }
 
+    /// Creates or updates the user; one left disabled is signed out
+    /// everywhere. Every path that can disable a user goes through here.
+    pub async fn upsert_user(&self, upsert: &UserUpsert) -> Result<User, ServiceError> {
+        let user = self.directory.upsert_user(upsert).await?;
+        if !user.is_active {
+            self.sessions.revoke_all(user.id).await?;
+        }
+        Ok(user)
+    }
+
+    /// Enables or disables the user (an account's, or any) by subject.
+    pub async fn set_user_active(
+        &self,
+        sub: AuthentikSub,
+        active: bool,
+    ) -> Result<User, ServiceError> {
+        self.upsert_user(&UserUpsert {
+            authentik_sub: sub,
+            email: None,
+            display_name: None,
+            is_active: Some(active),
+        })
+        .await
+    }
+
     /// Disables the user behind the account and ends every session of theirs.
     pub async fn set_active(&self, username: &Username, active: bool) -> Result<(), AuthError> {
         let account = self.account(username).await?;
-        self.directory
-            .upsert_user(&UserUpsert {
-                authentik_sub: account.subject,
-                email: None,
-                display_name: None,
-                is_active: Some(active),
-            })
-            .await?;
-        if !active {
-            self.sessions.revoke_all(account.user_id).await?;
-        }
+        self.set_user_active(account.subject, active).await?;
         Ok(())
     }
 
