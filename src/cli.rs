@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use ipnet::IpNet;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -279,13 +278,7 @@ impl CreateClient {
             allowed_ips: self
                 .allow_ips
                 .iter()
-                .map(|ip| {
-                    ip.parse::<IpNet>()
-                        .or_else(|_| ip.parse::<std::net::IpAddr>().map(IpNet::from))
-                        .with_context(|| {
-                            format!("{}: not an IP address or CIDR", field("allow-ip", ip))
-                        })
-                })
+                .map(|ip| crate::model::parse_ip_net(ip).with_context(|| field("allow-ip", ip)))
                 .collect::<anyhow::Result<_>>()?,
             allowed_paths: self
                 .allow_paths

@@ -3,7 +3,7 @@
 //! underscores; a key it does not know is an error, so a typo cannot silently
 //! leave a default in force.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -435,10 +435,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
 }
 
 fn parse_proxy(s: &str) -> anyhow::Result<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .with_context(|| format!("trusted proxy {s:?} is neither an IP address nor a CIDR"))
+    crate::model::parse_ip_net(s).context("trusted proxy")
 }
 
 /// A list given by flags or environment replaces the file's, rather than adding to it.

@@ -784,3 +784,11 @@ pub struct CatalogModule {
     pub description: String,
     pub actions: Vec<Action>,
 }
+
+/// An address or a network: `10.0.0.1` is the network of that one address.
+pub fn parse_ip_net(text: &str) -> Result<ipnet::IpNet, ParseError> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| ParseError(format!("{text:?} is not an IP address or CIDR")))
+}

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{session_id, session_json};
 use super::error::ApiError;
-use super::extract::{AdminCaller, InternalCaller, JsonBody, path_param};
+use super::extract::{AdminCaller, InternalCaller, JsonBody, path_param, subject_param};
 use super::openapi::{Api, Auth, Doc};
 use crate::authn::Secret;
 use crate::model::{AuthentikSub, DisplayName, Email, LocalAccount, UserId, Username};
@@ -226,7 +226,7 @@ async fn reset_totp(
 }
 
 async fn user_id(state: &AppState, raw: String) -> Result<UserId, ApiError> {
-    let sub = path_param("authentik_sub", raw, AuthentikSub::parse)?;
+    let sub = subject_param(raw)?;
     state
         .store
         .user_by_sub(&sub)

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::extract::{QueryParams, path_param};
+use super::extract::{QueryParams, subject_param};
 use crate::service::access::Subject;
 use crate::service::menus;
 use serde::{Deserialize, Serialize};
@@ -189,16 +189,12 @@ async fn list_users(
     Ok(Json(json!({ "users": users, "next_cursor": next_cursor })))
 }
 
-fn subject(raw: String) -> Result<AuthentikSub, ApiError> {
-    path_param("authentik_sub", raw, AuthentikSub::parse)
-}
-
 async fn show_user(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let sub = subject(sub)?;
+    let sub = subject_param(sub)?;
     let user =
         state.store.user_by_sub(&sub).await?.ok_or_else(|| {
             ApiError::not_found("user_not_found", "no user with this authentik_sub")
@@ -238,7 +234,7 @@ async fn user_menus(
     Path(sub): Path<String>,
     QueryParams(query): QueryParams<MenuQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let sub = subject(sub)?;
+    let sub = subject_param(sub)?;
     let user = state
         .engine
         .user_id(&Subject::Sub(sub))
@@ -252,7 +248,7 @@ async fn user_menus(
 }
 
 async fn set_active(state: &AppState, raw: String, active: bool) -> Result<Json<Value>, ApiError> {
-    let sub = subject(raw)?;
+    let sub = subject_param(raw)?;
     if state.store.user_by_sub(&sub).await?.is_none() {
         return Err(ApiError::not_found(
             "user_not_found",

@@ -13,10 +13,10 @@ use time::OffsetDateTime;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AdminCaller, JsonBody};
+use super::extract::{AdminCaller, JsonBody, nullable};
 use super::openapi::{Api, Auth, Doc};
 use crate::authn::api_key::HashAlgorithm;
-use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern};
+use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern, parse_ip_net};
 use crate::service::clients::NewClient;
 
 pub fn routes() -> Api {
@@ -79,12 +79,6 @@ struct Settings {
     rate_limit_per_minute: Option<Option<u32>>,
 }
 
-fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 fn origins(raw: Vec<String>) -> Result<Vec<Origin>, ApiError> {
     raw.iter()
         .map(|o| {
@@ -97,14 +91,7 @@ fn origins(raw: Vec<String>) -> Result<Vec<Origin>, ApiError> {
 fn ips(raw: Vec<String>) -> Result<Vec<IpNet>, ApiError> {
     raw.iter()
         .map(|ip| {
-            ip.parse::<IpNet>()
-                .or_else(|_| ip.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    ApiError::invalid_field(
-                        "allowed_ips",
-                        format!("{ip:?} is not an IP address or CIDR"),
-                    )
-                })
+            parse_ip_net(ip).map_err(|e| ApiError::invalid_field("allowed_ips", e.to_string()))
         })
         .collect()
 }

@@ -117,6 +117,19 @@ pub fn path_param<T, E: std::fmt::Display>(
     parse(raw).map_err(|e| ApiError::invalid_field(name, e.to_string()))
 }
 
+/// The `{authentik_sub}` of a route.
+pub fn subject_param(raw: String) -> Result<AuthentikSub, ApiError> {
+    path_param("authentik_sub", raw, AuthentikSub::parse)
+}
+
+/// For a PATCH field: absent stays `None`, `null` becomes `Some(None)`, so
+/// that "leave it" and "clear it" differ.
+pub fn nullable<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// The caller presented one of the internal secrets.
 pub struct InternalCaller(());
 

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{InternalCaller, JsonBody, QueryParams, path_param};
+use super::extract::{InternalCaller, JsonBody, QueryParams, subject_param};
 use super::openapi::{Api, Auth, Doc};
 use crate::authz::index::{EffectiveSnapshot, HeldRole, PermissionList};
-use crate::model::{AuthentikSub, Revision, User, UserId, UserUpsert};
+use crate::model::{Revision, User, UserId, UserUpsert};
 use crate::service::access::Subject;
 use crate::service::authentik::{AuthentikError, EnsureUser};
 use crate::service::directory::Changes;
@@ -122,7 +122,7 @@ async fn snapshot(
     Path(sub): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let sub = path_param("authentik_sub", sub, AuthentikSub::parse)?;
+    let sub = subject_param(sub)?;
     let snapshot = state.engine.snapshot(&Subject::Sub(sub))?;
     crate::metrics::snapshot();
     snapshot_response(&snapshot, &headers)

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AdminCaller, JsonBody, path_param};
+use super::extract::{AdminCaller, JsonBody, path_param, subject_param};
 use super::openapi::{Api, Auth, Doc};
 use crate::model::{
-    Action, AuthentikSub, Effect, Module, RoleAssignment, RoleName, RolePermission, Scope, ScopeId,
+    Action, Effect, Module, RoleAssignment, RoleName, RolePermission, Scope, ScopeId,
 };
 use crate::service::access::Subject;
 
@@ -270,16 +270,12 @@ impl AssignmentBody {
     }
 }
 
-fn subject(raw: String) -> Result<AuthentikSub, ApiError> {
-    path_param("authentik_sub", raw, AuthentikSub::parse)
-}
-
 async fn user_roles(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let sub = subject(sub)?;
+    let sub = subject_param(sub)?;
     let snapshot = state.engine.snapshot(&Subject::Sub(sub.clone()))?;
     Ok(Json(
         json!({ "authentik_sub": sub, "roles": snapshot.roles, "revision": snapshot.revision }),
@@ -292,7 +288,7 @@ async fn assign(
     Path(sub): Path<String>,
     JsonBody(body): JsonBody<AssignmentBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let sub = subject(sub)?;
+    let sub = subject_param(sub)?;
     let outcome = state.directory.assign_role(&sub, &body.parse()?).await?;
     Ok((
         created_or_ok(outcome.changed),
@@ -306,7 +302,7 @@ async fn unassign(
     Path(sub): Path<String>,
     JsonBody(body): JsonBody<AssignmentBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let sub = subject(sub)?;
+    let sub = subject_param(sub)?;
     let outcome = state.directory.unassign_role(&sub, &body.parse()?).await?;
     Ok(Json(
         json!({ "removed": outcome.changed, "revision": outcome.revision }),

@@ -5,12 +5,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AdminCaller, JsonBody, QueryParams, Viewer, path_param};
+use super::extract::{AdminCaller, JsonBody, QueryParams, Viewer, nullable, path_param};
 use super::openapi::{Api, Auth, Doc};
 use crate::authz::index::Request;
 use crate::model::{
@@ -78,13 +78,6 @@ pub fn routes() -> Api {
 
 fn rule_name(raw: String) -> Result<RuleName, ApiError> {
     path_param("name", raw, RuleName::parse)
-}
-
-/// Absent stays `None`; `null` becomes `Some(None)`: "leave it" and "clear it" differ.
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
