@@ -60,6 +60,29 @@ impl TryFrom<RuleRow> for Rule {
     }
 }
 
+/// The rule columns `RuleRow` reads (with the parent's name), then `$rest`.
+macro_rules! select_rules {
+    ($rest:literal) => {
+        concat!(
+            "SELECT r.name, r.kind, p.name AS parent, r.title, r.path, r.component, r.icon, r.weight, ",
+            "r.hidden, r.module, r.action FROM rules r LEFT JOIN rules p ON p.id = r.parent_id ",
+            $rest
+        )
+    };
+}
+
+/// `down(id)`: the rule found by `$start` and all its descendants; then `$rest`.
+macro_rules! subtree {
+    ($start:literal, $rest:literal) => {
+        concat!(
+            "WITH RECURSIVE down(id) AS (SELECT id FROM rules WHERE ",
+            $start,
+            " UNION SELECT r.id FROM rules r JOIN down ON r.parent_id = down.id) ",
+            $rest
+        )
+    };
+}
+
 /// Brings the role's rule-given permissions in line with the rules bound to
 /// it. Evaluates to whether any permission was added or removed.
 macro_rules! resync_role {
@@ -151,21 +174,13 @@ fn rule_state(rule: &Rule) -> serde_json::Value {
 impl Store {
     /// Every rule, ordered by weight then name.
     pub async fn rules(&self) -> Result<Vec<Rule>> {
-        const SQL: &str = concat!(
-            "SELECT r.name, r.kind, p.name AS parent, r.title, r.path, r.component, ",
-            "r.icon, r.weight, r.hidden, r.module, r.action FROM rules r LEFT JOIN rules p ON p.id = r.parent_id ",
-            "ORDER BY r.weight, r.name"
-        );
+        const SQL: &str = select_rules!("ORDER BY r.weight, r.name");
         let rows: Vec<RuleRow> = on_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await?);
         rows.into_iter().map(Rule::try_from).collect()
     }
 
     pub async fn rule(&self, name: &RuleName) -> Result<Option<Rule>> {
-        const SQL: &str = concat!(
-            "SELECT r.name, r.kind, p.name AS parent, r.title, r.path, r.component, ",
-            "r.icon, r.weight, r.hidden, r.module, r.action FROM rules r LEFT JOIN rules p ON p.id = r.parent_id ",
-            "WHERE r.name = $1"
-        );
+        const SQL: &str = select_rules!("WHERE r.name = $1");
         let row: Option<RuleRow> = on_pool!(self, |pool| sqlx::query_as(SQL)
             .bind(name.as_str())
             .fetch_optional(pool)
@@ -175,13 +190,11 @@ impl Store {
 
     /// The roles bound to the rule or one of its descendants.
     pub async fn rule_roles(&self, name: &RuleName) -> Result<Vec<RoleName>> {
-        let names: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
-            "WITH RECURSIVE down(id) AS ( \
-                 SELECT id FROM rules WHERE name = $1 \
-                 UNION SELECT r.id FROM rules r JOIN down ON r.parent_id = down.id) \
-             SELECT DISTINCT ro.name FROM role_rules rr JOIN down ON rr.rule_id = down.id \
+        let names: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(subtree!(
+            "name = $1",
+            "SELECT DISTINCT ro.name FROM role_rules rr JOIN down ON rr.rule_id = down.id \
              JOIN roles ro ON ro.id = rr.role_id ORDER BY ro.name"
-        )
+        ))
         .bind(name.as_str())
         .fetch_all(pool)
         .await?);
@@ -263,14 +276,10 @@ impl Store {
         let at = now();
         on_pool!(self, |pool| {
             let (mut tx, revision) = begin_change!(pool);
-            let existing: Option<RuleRow> = sqlx::query_as(concat!(
-                "SELECT r.name, r.kind, p.name AS parent, r.title, r.path, r.component, ",
-                "r.icon, r.weight, r.hidden, r.module, r.action FROM rules r LEFT JOIN rules p ON p.id = r.parent_id ",
-                "WHERE r.name = $1"
-            ))
-            .bind(name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+            let existing: Option<RuleRow> = sqlx::query_as(select_rules!("WHERE r.name = $1"))
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
             let before = Rule::try_from(existing.ok_or(StoreError::NotFound("rule"))?)?;
             let id: Uuid = sqlx::query_scalar("SELECT id FROM rules WHERE name = $1")
                 .bind(name.as_str())
@@ -370,12 +379,10 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             let id = id.ok_or(StoreError::NotFound("rule"))?;
-            let subtree: Vec<String> = sqlx::query_scalar(
-                "WITH RECURSIVE down(id) AS ( \
-                     SELECT id FROM rules WHERE id = $1 \
-                     UNION SELECT r.id FROM rules r JOIN down ON r.parent_id = down.id) \
-                 SELECT r.name FROM rules r JOIN down ON r.id = down.id ORDER BY r.name",
-            )
+            let subtree: Vec<String> = sqlx::query_scalar(subtree!(
+                "id = $1",
+                "SELECT r.name FROM rules r JOIN down ON r.id = down.id ORDER BY r.name"
+            ))
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
@@ -386,11 +393,11 @@ impl Store {
                 )));
             }
             let bound: Vec<(Uuid, String)> = sqlx::query_as(
-                "WITH RECURSIVE down(id) AS ( \
-                     SELECT id FROM rules WHERE id = $1 \
-                     UNION SELECT r.id FROM rules r JOIN down ON r.parent_id = down.id) \
-                 SELECT DISTINCT ro.id, ro.name FROM role_rules rr JOIN down ON rr.rule_id = down.id \
-                 JOIN roles ro ON ro.id = rr.role_id",
+                subtree!(
+                    "id = $1",
+                    "SELECT DISTINCT ro.id, ro.name FROM role_rules rr JOIN down ON rr.rule_id = down.id \
+                     JOIN roles ro ON ro.id = rr.role_id"
+                ),
             )
             .bind(id)
             .fetch_all(&mut *tx)
