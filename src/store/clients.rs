@@ -24,17 +24,10 @@ impl Store {
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (client_key) DO NOTHING"
         );
         let row = ClientRow::from(client);
-        let event = Event::new("client.create", format!("client:{}", client.client_key)).after(
-            serde_json::json!({
-                "name": client.name,
-                "status": client.status.as_str(),
-                "expires_at": client.expires_at.map(|t| t.unix_timestamp()),
-                "allowed_origins": client.allowed_origins,
-                "allowed_ips": client.allowed_ips,
-                "allowed_paths": client.allowed_paths,
-                "rate_limit_per_minute": client.rate_limit_per_minute,
-            }),
-        );
+        let mut after = client_settings(client);
+        after["status"] = client.status.as_str().into();
+        let event =
+            Event::new("client.create", format!("client:{}", client.client_key)).after(after);
         let affected = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let affected = sqlx::query(SQL)
@@ -151,16 +144,8 @@ impl Store {
     /// Replaces the client's name, allowlists, expiry and rate limit.
     pub async fn update_client(&self, client: &ApiClient) -> Result<()> {
         let row = ClientRow::from(client);
-        let event = Event::new("client.update", format!("client:{}", client.client_key)).after(
-            serde_json::json!({
-                "name": client.name,
-                "expires_at": client.expires_at.map(|t| t.unix_timestamp()),
-                "allowed_origins": client.allowed_origins,
-                "allowed_ips": client.allowed_ips,
-                "allowed_paths": client.allowed_paths,
-                "rate_limit_per_minute": client.rate_limit_per_minute,
-            }),
-        );
+        let event = Event::new("client.update", format!("client:{}", client.client_key))
+            .after(client_settings(client));
         let updated = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(
@@ -201,4 +186,16 @@ impl Store {
         });
         Ok(())
     }
+}
+
+/// A client's settings as its audit records show them (never the key's hash).
+fn client_settings(client: &ApiClient) -> serde_json::Value {
+    serde_json::json!({
+        "name": client.name,
+        "expires_at": client.expires_at.map(|t| t.unix_timestamp()),
+        "allowed_origins": client.allowed_origins,
+        "allowed_ips": client.allowed_ips,
+        "allowed_paths": client.allowed_paths,
+        "rate_limit_per_minute": client.rate_limit_per_minute,
+    })
 }
