@@ -126,16 +126,17 @@ fn issuer(settings: &Settings, local_addr: SocketAddr) -> String {
     }
 }
 
-pub async fn session_store(settings: &Settings, store: &Store) -> anyhow::Result<SessionStore> {
-    Ok(match &settings.redis_url {
-        Some(url) => SessionStore::Redis(
-            RedisSessions::connect(url, settings.redis_prefix.as_str())
-                .await
-                .context("connecting to Redis (MEMBERD_REDIS_URL)")?
-                .audited_in(store.clone()),
-        ),
-        None => SessionStore::Database(store.clone()),
-    })
+/// One connection to Redis, when configured, for sessions and rate limits alike.
+async fn redis(settings: &Settings) -> anyhow::Result<Option<redis::aio::ConnectionManager>> {
+    let Some(url) = &settings.redis_url else {
+        return Ok(None);
+    };
+    let connection = redis::Client::open(url.as_str())
+        .context("MEMBERD_REDIS_URL")?
+        .get_connection_manager()
+        .await
+        .context("connecting to Redis (MEMBERD_REDIS_URL)")?;
+    Ok(Some(connection))
 }
 
 pub fn login_settings(settings: &Settings, issuer: String) -> LoginSettings {
@@ -180,17 +181,15 @@ impl Application {
             crate::service::follow::POLL_EVERY,
         );
         let kek = key_encryption_key(&settings, &store).await?;
-        let sessions = session_store(&settings, &store).await?;
-        let limits = match &settings.redis_url {
-            Some(url) => Limits::redis(
-                redis::Client::open(url.as_str())
-                    .context("MEMBERD_REDIS_URL")?
-                    .get_connection_manager()
-                    .await
-                    .context("connecting to Redis for rate limits (MEMBERD_REDIS_URL)")?,
-                settings.redis_prefix.as_str(),
+        let (sessions, limits) = match redis(&settings).await? {
+            Some(connection) => (
+                SessionStore::Redis(
+                    RedisSessions::new(connection.clone(), settings.redis_prefix.as_str())
+                        .audited_in(store.clone()),
+                ),
+                Limits::redis(connection, settings.redis_prefix.as_str()),
             ),
-            None => Limits::default(),
+            None => (SessionStore::Database(store.clone()), Limits::default()),
         };
         let issuer = issuer(&settings, listener.local_addr()?);
         let auth = Auth::new(

@@ -132,12 +132,16 @@ fn millis_until(at: OffsetDateTime, until: OffsetDateTime) -> i64 {
 impl RedisSessions {
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, ServiceError> {
         let client = redis::Client::open(url)?;
-        let connection = client.get_connection_manager().await?;
-        Ok(Self {
+        Ok(Self::new(client.get_connection_manager().await?, prefix))
+    }
+
+    /// On a connection shared with the rest of the process (the rate limits).
+    pub fn new(connection: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self {
             connection,
             prefix: prefix.into(),
             audit: None,
-        })
+        }
     }
 
     /// Records revocations in `store`'s audit log.
