@@ -137,6 +137,7 @@ pub struct Gauges {
     pub index_assignments: usize,
     pub db_pool_size: u32,
     pub db_pool_idle: usize,
+    pub policy_rows_skipped: u64,
 }
 
 fn escape(label: &str) -> String {
@@ -259,7 +260,7 @@ pub fn render(gauges: &Gauges) -> String {
         "Requests refused with 429 by a rate limit.",
         &[("", &m.rate_limited)],
     );
-    let gauges_list: [(&str, &str, f64); 8] = [
+    let gauges_list: [(&str, &str, f64); 9] = [
         (
             "memberd_revision",
             "The policy revision the index has reached.",
@@ -299,6 +300,11 @@ pub fn render(gauges: &Gauges) -> String {
             "memberd_db_pool_idle_connections",
             "Idle database connections.",
             gauges.db_pool_idle as f64,
+        ),
+        (
+            "memberd_policy_rows_skipped",
+            "Stored policy rows the index left out because they do not compile.",
+            gauges.policy_rows_skipped as f64,
         ),
     ];
     for (name, help, value) in gauges_list {

@@ -6,9 +6,9 @@ mod common;
 use common::{TestStore, test_store};
 use ipnet::IpNet;
 use memberd::model::{
-    Action, ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Effect, Email, Module,
-    Origin, PathPattern, Permission, Revision, RoleAssignment, RoleName, RolePermission, Scope,
-    ScopeId, ScopeType, UserUpsert,
+    Action, ApiClient, AssignmentSource, AuthentikSub, Capability, ClientName, ClientStatus,
+    DisplayName, Effect, Email, Module, Origin, PathPattern, Permission, Revision, RoleAssignment,
+    RoleName, RolePermission, Scope, ScopeId, ScopeType, UserUpsert,
 };
 use memberd::store::{ChangesSince, LoadedGrant, PolicyRow, Store, StoreError, now};
 use time::Duration;
@@ -60,6 +60,7 @@ struct Loaded {
     role_permissions: usize,
     grants: Vec<LoadedGrant>,
     assignments: Vec<(String, String, String)>,
+    skipped: Vec<&'static str>,
 }
 
 async fn policy(store: &Store) -> Loaded {
@@ -79,6 +80,7 @@ async fn policy(store: &Store) -> Loaded {
                     assignment.scope.scope_type.clone(),
                     assignment.scope.scope_id.to_string(),
                 )),
+                PolicyRow::Skipped { table, .. } => loaded.skipped.push(table),
             }
             Ok(())
         })
@@ -111,6 +113,7 @@ fn client(key: &str) -> ApiClient {
         ],
         allowed_paths: vec![PathPattern::parse("/admin/**").unwrap()],
         rate_limit_per_minute: Some(600),
+        capabilities: vec![Capability::GrantsWrite, Capability::Read],
         created_at: now(),
         last_used_at: None,
     }
@@ -259,12 +262,12 @@ async fn assignments_and_the_change_log(t) {
     let before = store.current_revision().await.unwrap();
 
     let staff = assignment("staff", "org", "1");
-    let (user, outcome) = store.assign_role(&sub("ada"), &staff).await.unwrap();
+    let (user, outcome) = store.assign_role(AssignmentSource::Admin, &sub("ada"), &staff).await.unwrap();
     assert_eq!(user, ada.id);
     assert!(outcome.changed);
-    assert!(!store.assign_role(&sub("ada"), &staff).await.unwrap().1.changed);
-    assert!(matches!(store.assign_role(&sub("ghost"), &staff).await, Err(StoreError::NotFound("user"))));
-    assert!(matches!(store.assign_role(&sub("ada"), &assignment("ghost", "org", "1")).await, Err(StoreError::NotFound("role"))));
+    assert!(!store.assign_role(AssignmentSource::Admin, &sub("ada"), &staff).await.unwrap().1.changed);
+    assert!(matches!(store.assign_role(AssignmentSource::Admin, &sub("ghost"), &staff).await, Err(StoreError::NotFound("user"))));
+    assert!(matches!(store.assign_role(AssignmentSource::Admin, &sub("ada"), &assignment("ghost", "org", "1")).await, Err(StoreError::NotFound("role"))));
 
     // A change to the role reaches its holders: ada, not bob.
     let changed = store.set_role_permission(&role("staff"), &role_permission("docs", "read", None), &[role("staff")]).await.unwrap();
@@ -302,7 +305,7 @@ async fn the_policy_loads_whole(t) {
     store.create_role(&role("viewer"), "", &[]).await.unwrap();
     store.create_role(&role("editor"), "", &[role("viewer")]).await.unwrap();
     store.set_role_permission(&role("viewer"), &role_permission("docs", "read", Some(("org", "*"))), &[]).await.unwrap();
-    store.assign_role(&sub("ada"), &assignment("editor", "*", "*")).await.unwrap();
+    store.assign_role(AssignmentSource::Admin, &sub("ada"), &assignment("editor", "*", "*")).await.unwrap();
     store.grant(&sub("ada"), &perm("org", "1", "billing", "read"), Effect::Deny).await.unwrap();
     let loaded = policy(store).await;
     assert_eq!(loaded.revision, store.current_revision().await.unwrap());

@@ -18,11 +18,10 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use regex_lite::Regex;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::functions;
+use super::pattern::ModulePattern;
 use crate::model::{Effect, UserId};
 
 pub type Sym = u32;
@@ -365,8 +364,6 @@ pub enum IndexError {
     UnknownRole(String),
     #[error("role {0} would inherit from itself")]
     Cycle(String),
-    #[error(transparent)]
-    Pattern(#[from] functions::FunctionError),
 }
 
 /// The whole policy, compiled.
@@ -381,8 +378,8 @@ pub struct Index {
     role_grants: FxHashMap<u64, Vec<RoleGrant>>,
     /// Role permissions whose module is a pattern: `(module, action, grant)`.
     role_pattern_grants: Vec<(Sym, Sym, RoleGrant)>,
-    /// Compiled keyMatch2 patterns, by module symbol.
-    patterns: FxHashMap<Sym, Regex>,
+    /// Path-module patterns, by module symbol.
+    patterns: FxHashMap<Sym, ModulePattern>,
     revision: i64,
 }
 
@@ -417,14 +414,14 @@ impl Index {
         self.revision = self.revision.max(revision);
     }
 
-    fn module_sym(&mut self, module: &str) -> Result<Sym, IndexError> {
+    fn module_sym(&mut self, module: &str) -> Sym {
         let sym = self.symbols.intern(module);
-        let is_pattern = module.starts_with('/') && (module.contains('*') || module.contains("/:"));
-        if is_pattern && !self.patterns.contains_key(&sym) {
-            let regex = functions::compile(&functions::key_match2_regex(module))?;
-            self.patterns.insert(sym, regex);
+        if !self.patterns.contains_key(&sym) {
+            if let Some(pattern) = ModulePattern::parse(module) {
+                self.patterns.insert(sym, pattern);
+            }
         }
-        Ok(sym)
+        sym
     }
 
     fn module_matches(&self, granted: Sym, requested: &str, requested_sym: Sym) -> bool {
@@ -432,7 +429,7 @@ impl Index {
             || self
                 .patterns
                 .get(&granted)
-                .is_some_and(|re| re.is_match(requested))
+                .is_some_and(|pattern| pattern.matches(requested))
     }
 
     fn scope(&mut self, scope_type: &str, scope_id: &str) -> ScopeSyms {
@@ -520,7 +517,7 @@ impl Index {
         action: &str,
         effect: Effect,
     ) -> Result<(), IndexError> {
-        let module_sym = self.module_sym(module)?;
+        let module_sym = self.module_sym(module);
         let key = pack(
             self.symbols.intern(scope_type),
             self.symbols.intern(scope_id),
@@ -709,7 +706,7 @@ impl Index {
         effect: Effect,
     ) -> Result<(), IndexError> {
         let r = self.role_idx(role)?;
-        let module_sym = self.module_sym(module)?;
+        let module_sym = self.module_sym(module);
         let action_sym = self.symbols.intern(action);
         let pin = match pin {
             Some((st, sid)) => self.scope(st, sid),
@@ -831,6 +828,43 @@ impl Index {
 
     /// The roles whose holders a change to `role` reaches: itself and every
     /// role inheriting it.
+    /// Whether the role, itself or through a role it inherits, holds a
+    /// permission (allow or deny) in a module `module` accepts.
+    pub fn role_reaches(&self, role: &str, module: impl Fn(&str) -> bool) -> bool {
+        self.role_idx(role)
+            .is_ok_and(|r| self.role_idx_reaches(r, &module))
+    }
+
+    fn role_idx_reaches(&self, r: u32, module: &dyn Fn(&str) -> bool) -> bool {
+        let entry = self.role(r);
+        self.roles.iter().enumerate().any(|(i, other)| {
+            other.as_ref().is_some_and(|other| {
+                entry.includes(i as u32)
+                    && other
+                        .perms
+                        .keys()
+                        .any(|&k| module(self.symbols.name(unpack(k)[0])))
+            })
+        })
+    }
+
+    /// Whether the user holds, directly or through a role, a permission in a
+    /// module `module` accepts.
+    pub fn user_reaches(&self, user: UserId, module: impl Fn(&str) -> bool) -> bool {
+        let Some(&u) = self.user_by_id.get(&user) else {
+            return false;
+        };
+        let entry = &self.users[u as usize];
+        entry
+            .direct
+            .keys()
+            .any(|&k| module(self.symbols.name(unpack(k)[2])))
+            || entry
+                .assignments
+                .iter()
+                .any(|a| self.role_idx_reaches(a.role, &module))
+    }
+
     pub fn roles_including(&self, role: &str) -> Vec<Arc<str>> {
         let Ok(r) = self.role_idx(role) else {
             return Vec::new();
@@ -1122,7 +1156,7 @@ impl Index {
                     || self
                         .patterns
                         .get(&d[2])
-                        .is_some_and(|re| re.is_match(self.symbols.name(p[2]))))
+                        .is_some_and(|re| re.matches(self.symbols.name(p[2]))))
                 && (d[3] == WILD || d[3] == p[3])
         };
         allow.retain(|(_, p)| !deny.iter().any(|(_, d)| covers(d, p)));
@@ -1140,11 +1174,11 @@ impl Index {
                     || self
                         .patterns
                         .get(&d[2])
-                        .is_some_and(|re| re.is_match(self.symbols.name(p[2])))
+                        .is_some_and(|re| re.matches(self.symbols.name(p[2])))
                     || self
                         .patterns
                         .get(&p[2])
-                        .is_some_and(|re| re.is_match(self.symbols.name(d[2]))))
+                        .is_some_and(|re| re.matches(self.symbols.name(d[2]))))
                 && (d[3] == WILD || p[3] == WILD || d[3] == p[3])
         };
         deny.retain(|(_, d)| allow.iter().any(|(_, p)| overlaps(d, p)));

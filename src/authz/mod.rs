@@ -4,6 +4,7 @@
 pub mod casbin;
 pub mod functions;
 pub mod index;
+pub mod pattern;
 
 #[cfg(test)]
 mod tests;

@@ -39,6 +39,7 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
         index_assignments: stats.assignments,
         db_pool_size,
         db_pool_idle,
+        policy_rows_skipped: state.engine.skipped_rows(),
     });
     (
         [(
@@ -57,19 +58,22 @@ async fn healthz() -> Json<Value> {
 /// Ready: the database answers, within a bound so a hung database fails the probe.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        // A provider that cannot be reached leaves memberd ready: the keys
-        // in hand keep verifying. The body says so.
-        Ok(Ok(())) => match &state.oidc {
-            Some(oidc) if !oidc.healthy() => (
-                StatusCode::OK,
-                Json(json!({ "status": "ok", "identity_provider": "unreachable" })),
-            ),
-            Some(_) => (
-                StatusCode::OK,
-                Json(json!({ "status": "ok", "identity_provider": "ok" })),
-            ),
-            None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
-        },
+        Ok(Ok(())) => {
+            let mut body = json!({ "status": "ok" });
+            // A provider that cannot be reached (the keys in hand keep
+            // verifying), or stored rows the index left out, leave memberd
+            // serving: the body says so.
+            if let Some(oidc) = &state.oidc {
+                body["identity_provider"] =
+                    json!(if oidc.healthy() { "ok" } else { "unreachable" });
+            }
+            let skipped = state.engine.skipped_rows();
+            if skipped > 0 {
+                body["status"] = json!("degraded");
+                body["policy"] = json!({ "skipped_rows": skipped });
+            }
+            (StatusCode::OK, Json(body))
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database check failed");
             (

@@ -29,6 +29,8 @@ pub enum Subject {
 #[derive(Clone)]
 pub struct Engine {
     index: Arc<RwLock<Index>>,
+    /// Stored rows the last full compile left out: non-zero is "degraded".
+    skipped: Arc<std::sync::atomic::AtomicU64>,
     revision: watch::Sender<i64>,
     /// Woken when a change arrives ahead of the published revision.
     gap: Arc<Notify>,
@@ -42,7 +44,6 @@ impl From<IndexError> for ServiceError {
             IndexError::Cycle(role) => {
                 ServiceError::Invalid(format!("role {role} would inherit from itself"))
             }
-            IndexError::Pattern(e) => ServiceError::Invalid(e.to_string()),
         }
     }
 }
@@ -50,10 +51,11 @@ impl From<IndexError> for ServiceError {
 impl Engine {
     /// Compiles the whole policy from the store.
     pub async fn load(store: &Store) -> Result<Self, ServiceError> {
-        let index = Self::compile(store).await?;
+        let (index, skipped) = Self::compile(store).await?;
         let (tx, _) = watch::channel(index.revision());
         Ok(Self {
             index: Arc::new(RwLock::new(index)),
+            skipped: Arc::new(skipped.into()),
             revision: tx,
             gap: Arc::default(),
         })
@@ -62,31 +64,47 @@ impl Engine {
     /// Recompiles the whole policy and swaps it in (when the change log no
     /// longer reaches back to this index's revision).
     pub async fn reload(&self, store: &Store) -> Result<(), ServiceError> {
-        let index = Self::compile(store).await?;
+        let (index, skipped) = Self::compile(store).await?;
         let revision = index.revision();
         *self.write() = index;
+        self.skipped
+            .store(skipped, std::sync::atomic::Ordering::Relaxed);
         self.publish(Revision(revision));
         Ok(())
     }
 
-    async fn compile(store: &Store) -> Result<Index, ServiceError> {
+    /// The index, and how many stored rows it left out. A row memberd no
+    /// longer accepts never stops a start: refusing to serve every decision
+    /// over one bad grant would be worse than answering without it. Each is
+    /// logged, counted in `/metrics` and reported by `/readyz`.
+    async fn compile(store: &Store) -> Result<(Index, u64), ServiceError> {
         let mut index = Index::new();
-        let mut failure: Option<IndexError> = None;
+        let mut skipped = 0u64;
         let revision = store
             .load_policy(|row| {
-                if let Err(e) = apply_row(&mut index, row) {
-                    failure.get_or_insert(e);
+                let outcome = match row {
+                    PolicyRow::Skipped { table, reason } => Err(format!("{table}: {reason}")),
+                    row => apply_row(&mut index, row).map_err(|e| e.to_string()),
+                };
+                if let Err(reason) = outcome {
+                    skipped += 1;
+                    tracing::error!(%reason, "a stored policy row does not compile; it is left out");
                 }
                 Ok(())
             })
             .await?;
-        if let Some(e) = failure {
-            return Err(ServiceError::Internal(format!(
-                "the stored policy does not compile: {e}"
-            )));
-        }
         index.set_revision(revision.0);
-        Ok(index)
+        Ok((index, skipped))
+    }
+
+    /// Whether the user holds anything in memberd's own modules.
+    pub fn inspect_user_reaches(&self, user: UserId) -> bool {
+        self.read().user_reaches(user, super::is_reserved_module)
+    }
+
+    /// How many stored policy rows the index leaves out (see `compile`).
+    pub fn skipped_rows(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Index> {
@@ -357,5 +375,6 @@ fn apply_row(index: &mut Index, row: PolicyRow) -> Result<(), IndexError> {
             &assignment.scope.scope_type,
             assignment.scope.scope_id.as_str(),
         ),
+        PolicyRow::Skipped { .. } => Ok(()),
     }
 }

@@ -107,7 +107,7 @@ pub async fn export(
                         input.assignments.push((sub.clone(), assignment));
                     }
                 }
-                PolicyRow::Role { .. } => {}
+                PolicyRow::Role { .. } | PolicyRow::Skipped { .. } => {}
             }
             Ok(())
         })

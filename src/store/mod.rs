@@ -264,6 +264,27 @@ pub enum PolicyRow {
         user_id: UserId,
         assignment: crate::model::RoleAssignment,
     },
+    /// A stored row memberd no longer accepts (written by an older version,
+    /// or edited by hand): the policy loads without it.
+    Skipped {
+        table: &'static str,
+        reason: String,
+    },
+}
+
+/// A decoded policy row, or the row skipped with why.
+fn policy_row<T>(
+    table: &'static str,
+    decoded: Result<T>,
+    row: impl FnOnce(T) -> PolicyRow,
+) -> PolicyRow {
+    match decoded {
+        Ok(value) => row(value),
+        Err(e) => PolicyRow::Skipped {
+            table,
+            reason: e.to_string(),
+        },
+    }
 }
 
 /// A direct grant as the index needs it (no timestamps: decoding a million of

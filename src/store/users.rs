@@ -9,7 +9,7 @@ use super::rows::{
 };
 use super::{
     AnyPool, Begin, ChangeOutcome, GrantOutcome, PolicyRow, Result, RevokeOutcome, Store,
-    StoreError, UpsertOutcome, begin_change, finish_change, log_users, now, on_pool,
+    StoreError, UpsertOutcome, begin_change, finish_change, log_users, now, on_pool, policy_row,
 };
 use crate::audit::Event;
 use crate::model::{
@@ -535,46 +535,53 @@ impl Store {
             {
                 let mut rows = sqlx::query_as::<_, UserRow>(USERS).fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
-                    sink(PolicyRow::User(User::try_from(row)?))?;
+                    sink(policy_row("users", User::try_from(row), PolicyRow::User))?;
                 }
             }
             {
                 let mut rows = sqlx::query_as::<_, NameRow>(ROLES).fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
-                    sink(PolicyRow::Role {
-                        name: row.role_name()?,
-                    })?;
+                    sink(policy_row("roles", row.role_name(), |name| {
+                        PolicyRow::Role { name }
+                    }))?;
                 }
             }
             {
                 let mut rows = sqlx::query_as::<_, ParentRow>(PARENTS).fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
-                    let (role, parent) = row.names()?;
-                    sink(PolicyRow::Parent { role, parent })?;
+                    sink(policy_row("role_parents", row.names(), |(role, parent)| {
+                        PolicyRow::Parent { role, parent }
+                    }))?;
                 }
             }
             {
                 let mut rows =
                     sqlx::query_as::<_, RolePermissionRow>(ROLE_PERMISSIONS).fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
-                    let (role, permission) = row.parse()?;
-                    sink(PolicyRow::RolePermission { role, permission })?;
+                    sink(policy_row(
+                        "role_permissions",
+                        row.parse(),
+                        |(role, permission)| PolicyRow::RolePermission { role, permission },
+                    ))?;
                 }
             }
             {
                 let mut rows = sqlx::query_as::<_, LoadedGrantRow>(GRANTS).fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
-                    sink(PolicyRow::Grant(row.parse()?))?;
+                    sink(policy_row("permissions", row.parse(), PolicyRow::Grant))?;
                 }
             }
             {
                 let mut rows = sqlx::query_as::<_, AssignmentRow>(ASSIGNMENTS).fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
-                    let (user_id, assignment) = row.parse()?;
-                    sink(PolicyRow::Assignment {
-                        user_id,
-                        assignment,
-                    })?;
+                    sink(policy_row(
+                        "role_assignments",
+                        row.parse(),
+                        |(user_id, assignment)| PolicyRow::Assignment {
+                            user_id,
+                            assignment,
+                        },
+                    ))?;
                 }
             }
             tx.rollback().await?;
