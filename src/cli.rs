@@ -19,8 +19,8 @@ use crate::authn::api_key::HashAlgorithm;
 use crate::authz::casbin::{Enforcer, Matcher, Model, Policy};
 use crate::config::{LogFormat, SettingsArgs};
 use crate::model::{
-    ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Email, Origin, PathPattern,
-    ScopeType, Username,
+    ApiClient, AuthentikSub, Capability, ClientName, ClientStatus, DisplayName, Email, Origin,
+    PathPattern, ScopeType, Username,
 };
 use crate::service::ServiceError;
 use crate::service::access::Engine;
@@ -258,6 +258,10 @@ struct CreateClient {
     /// Requests per minute the client may make.
     #[arg(long = "rate-limit", value_name = "PER_MINUTE")]
     rate_limit: Option<u32>,
+    /// What the client may do (repeatable: check, read, users:write,
+    /// grants:write, roles:write, scim, admin); none means check only.
+    #[arg(long = "capability", value_name = "CAPABILITY", value_enum)]
+    capabilities: Vec<Capability>,
     #[arg(long, value_enum, default_value_t)]
     hash: HashAlgorithm,
     #[arg(long)]
@@ -295,6 +299,7 @@ impl CreateClient {
                 })
                 .transpose()?,
             rate_limit_per_minute: self.rate_limit,
+            capabilities: self.capabilities,
             hash: self.hash,
         };
         Ok((new, self.json))

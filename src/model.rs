@@ -79,6 +79,16 @@ string_type!(
     "authentik_sub (1-255 printable characters)",
     |s| is_printable(s, 255) && s.trim() == s
 );
+impl AuthentikSub {
+    /// Subjects of the `local:` namespace belong to memberd's own accounts:
+    /// no identity provider, SCIM client or upsert may create or claim one.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(LOCAL_SUBJECT_PREFIX)
+    }
+}
+
+pub const LOCAL_SUBJECT_PREFIX: &str = "local:";
+
 /// A local account's login name. Unique without regard to case: it is
 /// lower-cased when parsed, so `Alice` and `alice` are one account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,7 +121,9 @@ impl Username {
     /// The subject a local account's user gets when it has none from the
     /// identity provider: the `local:` prefix keeps it apart from theirs.
     pub fn local_subject(&self) -> AuthentikSub {
-        AuthentikSub::parse(format!("local:{}", self.0)).expect("a username makes a valid subject")
+        // `AuthentikSub::is_reserved` must hold for every subject made here.
+        AuthentikSub::parse(format!("{LOCAL_SUBJECT_PREFIX}{}", self.0))
+            .expect("a username makes a valid subject")
     }
 }
 
@@ -148,7 +160,8 @@ string_type!(
 );
 string_type!(
     /// The area of the product a permission is about: a name, or a request
-    /// path that may be a Casbin keyMatch2 pattern (`/api/users/:id`, `/api/*`).
+    /// path that may be a pattern (`/api/users/:id`, `/api/*`; see
+    /// `authz::pattern` for the syntax: everything else is literal).
     Module,
     "module (expected [a-z][a-z0-9_.:-]{0,63}, or a path starting with / of at most 256 characters)",
     |s| is_identifier(s) || is_path(s)
@@ -160,9 +173,9 @@ fn is_path(s: &str) -> bool {
 }
 
 impl Module {
-    /// A path module with `*` or `:name` matches other paths (keyMatch2).
+    /// A path module with `*` or `:name` matches other paths.
     pub fn is_pattern(&self) -> bool {
-        self.0.starts_with('/') && (self.0.contains('*') || self.0.contains("/:"))
+        crate::authz::pattern::is_pattern(&self.0)
     }
 }
 string_type!(
@@ -517,6 +530,100 @@ impl ClientStatus {
     }
 }
 
+/// Who holds a role assignment. An assignment lasts while any source holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignmentSource {
+    /// An administrator: the API, the console, the CLI.
+    Admin,
+    /// Membership of a SCIM group linked to the role.
+    Scim,
+}
+
+/// What an API client may do, chosen when it is created. Each route names
+/// the one it needs; `admin` stands for all of them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+pub enum Capability {
+    /// Ask for decisions: `/v1/check`, explain, AuthZEN.
+    #[serde(rename = "check")]
+    #[value(name = "check")]
+    Check,
+    /// Read users, roles, rules and the catalog.
+    #[serde(rename = "read")]
+    #[value(name = "read")]
+    Read,
+    /// Disable and enable users, link identities (never local accounts).
+    #[serde(rename = "users:write")]
+    #[value(name = "users:write")]
+    UsersWrite,
+    /// Grant and revoke permissions, assign and unassign roles.
+    #[serde(rename = "grants:write")]
+    #[value(name = "grants:write")]
+    GrantsWrite,
+    /// Create and change roles, their permissions, rules and the catalog.
+    #[serde(rename = "roles:write")]
+    #[value(name = "roles:write")]
+    RolesWrite,
+    /// Provision users and groups over SCIM.
+    #[serde(rename = "scim")]
+    #[value(name = "scim")]
+    Scim,
+    /// Everything, memberd's own authority included: clients, accounts,
+    /// sessions, the audit log, and giving `memberd` permissions.
+    #[serde(rename = "admin")]
+    #[value(name = "admin")]
+    Admin,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 7] = [
+        Self::Check,
+        Self::Read,
+        Self::UsersWrite,
+        Self::GrantsWrite,
+        Self::RolesWrite,
+        Self::Scim,
+        Self::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Check => "check",
+            Self::Read => "read",
+            Self::UsersWrite => "users:write",
+            Self::GrantsWrite => "grants:write",
+            Self::RolesWrite => "roles:write",
+            Self::Scim => "scim",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// What a client gets when its creator names nothing: asking for
+    /// decisions, which changes nothing and reveals no directory.
+    pub const DEFAULT: &'static [Capability] = &[Self::Check];
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A system allowed to call the admin routes. Only the hash of its key is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiClient {
@@ -531,10 +638,20 @@ pub struct ApiClient {
     pub allowed_ips: Vec<ipnet::IpNet>,
     pub allowed_paths: Vec<PathPattern>,
     pub rate_limit_per_minute: Option<u32>,
+    pub capabilities: Vec<Capability>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl ApiClient {
+    /// Whether the client was given `needed` (or `admin`, which is all).
+    pub fn may(&self, needed: Capability) -> bool {
+        self.capabilities
+            .iter()
+            .any(|&c| c == needed || c == Capability::Admin)
+    }
 }
 
 #[cfg(test)]

@@ -144,6 +144,10 @@ async fn walkthrough(backend: common::Backend) {
         "back office",
         "--rate-limit",
         "100",
+        "--capability",
+        "grants:write",
+        "--capability",
+        "read",
         "--json",
     ]);
     let created = stdout_json(&run(create));
@@ -608,7 +612,15 @@ async fn two_server_processes_on_one_postgres_agree() {
         .expect("the first start prints the secret");
     let b = Server::start(&db);
     let mut create = memberd(&db);
-    create.args(["client", "create", "--name", "back office", "--json"]);
+    create.args([
+        "client",
+        "create",
+        "--name",
+        "back office",
+        "--capability",
+        "grants:write",
+        "--json",
+    ]);
     let created = stdout_json(&run(create));
     let (client_key, api_key) = (
         created["client_key"].as_str().unwrap().to_owned(),

@@ -426,6 +426,10 @@ async fn an_operator_does_the_daily_tasks_in_the_console() {
             "reporting",
         )
         .await;
+    // A new client asks for decisions only; this one also reads.
+    browser
+        .click("form[aria-label='Create an API client'] input[value=read]")
+        .await;
     browser
         .press("form[aria-label='Create an API client']", "Create client")
         .await;

@@ -83,7 +83,7 @@ async fn users_are_searched_paged_and_shown(fixture) {
 async fn api_clients_are_managed_over_http(fixture) {
     let (app, creds) = fixture;
     let created = call(&app, &creds, Method::POST, "/admin/clients")
-        .json(&json!({"name": "reports", "allowed_ips": ["127.0.0.1"], "rate_limit_per_minute": 100}))
+        .json(&json!({"name": "reports", "allowed_ips": ["127.0.0.1"], "rate_limit_per_minute": 100, "capabilities": ["read"]}))
         .send().await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     let created: Value = created.json().await.unwrap();

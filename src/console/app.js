@@ -115,6 +115,27 @@ function select(label, name, options, attrs) {
     h("select", { id, name, ...(attrs || {}) }, options.map(([value, text]) => h("option", { value }, text))));
 }
 
+// What an API client may do; a new one asks for decisions only unless more is ticked.
+const CAPABILITIES = [
+  ["check", "ask for decisions"],
+  ["read", "read users, roles, rules and the catalog"],
+  ["users:write", "disable and enable users (never operators)"],
+  ["grants:write", "grant permissions and assign roles (never memberd's own)"],
+  ["roles:write", "change roles, rules and the catalog (never memberd's own)"],
+  ["scim", "provision users and groups over SCIM"],
+  ["admin", "everything, memberd's own authority included"],
+];
+
+function capabilitiesField(chosen) {
+  return h("fieldset", {}, h("legend", {}, "Capabilities"),
+    CAPABILITIES.map(([value, text]) => {
+      const id = "f-cap-" + value.replace(":", "-") + "-" + Math.random().toString(36).slice(2, 7);
+      return h("div", { class: "check" },
+        h("input", { type: "checkbox", id, name: "capabilities", value, checked: chosen.includes(value) }),
+        h("label", { for: id }, h("code", {}, value), " ", text));
+    }));
+}
+
 // Runs a destructive action after the operator confirms it.
 async function confirmed(question, action) {
   if (!window.confirm(question)) return;
@@ -545,6 +566,7 @@ async function clientsPage() {
   const rows = clients.map((c) => h("tr", {},
     h("td", {}, h("code", {}, c.client_key)), h("td", {}, c.name),
     h("td", {}, c.status === "active" ? h("span", { class: "pill ok" }, "active") : h("span", { class: "pill bad" }, c.status)),
+    h("td", {}, c.capabilities.join(", ")),
     h("td", {}, c.last_used_at || "never"), h("td", {}, c.expires_at || "never"), h("td", {}, c.rate_limit_per_minute ? `${c.rate_limit_per_minute}/min` : "none"),
     h("td", {},
       h("button", { class: "secondary", type: "button", onclick: () => edit(c) }, "Edit"), " ",
@@ -564,11 +586,13 @@ async function clientsPage() {
       field("Allowed paths (comma-separated globs; empty: any)", "allowed_paths", { value: c.allowed_paths.join(", ") }),
       field("Expires at (RFC 3339; empty: never)", "expires_at", { value: c.expires_at || "" }),
       field("Requests per minute (empty: no limit)", "rate_limit_per_minute", { type: "number", min: 1, value: c.rate_limit_per_minute || "" }),
+      capabilitiesField(c.capabilities),
     ], "Save", async (data) => {
       await api("PATCH", `/admin/clients/${enc(c.client_key)}`, {
         name: data.get("name"), allowed_origins: splitList(data.get("allowed_origins")), allowed_ips: splitList(data.get("allowed_ips")),
         allowed_paths: splitList(data.get("allowed_paths")), expires_at: data.get("expires_at") || null,
         rate_limit_per_minute: data.get("rate_limit_per_minute") ? Number(data.get("rate_limit_per_minute")) : null,
+        capabilities: data.getAll("capabilities"),
       });
       reload();
     }));
@@ -577,15 +601,16 @@ async function clientsPage() {
     field("Name", "name", { required: true }),
     field("Allowed IPs or CIDRs (comma-separated; empty: any)", "allowed_ips"),
     field("Requests per minute (empty: no limit)", "rate_limit_per_minute", { type: "number", min: 1 }),
+    capabilitiesField(["check"]),
   ], "Create client", async (data, el) => {
-    const body = { name: data.get("name"), allowed_ips: splitList(data.get("allowed_ips")) };
+    const body = { name: data.get("name"), allowed_ips: splitList(data.get("allowed_ips")), capabilities: data.getAll("capabilities") };
     if (data.get("rate_limit_per_minute")) body.rate_limit_per_minute = Number(data.get("rate_limit_per_minute"));
     const created = await api("POST", "/admin/clients", body);
     await clientsPage();
     showKey(main.querySelector("#client-key-slot"), `Key for ${created.client.name}`, created.client_key, created.api_key);
   });
   shown.id = "client-key-slot";
-  page("API clients", shown, table(["Client key", "Name", "Status", "Last used", "Expires", "Limit", ""], rows), editor, h("h2", {}, "New client"), create);
+  page("API clients", shown, table(["Client key", "Name", "Status", "Capabilities", "Last used", "Expires", "Limit", ""], rows), editor, h("h2", {}, "New client"), create);
 }
 
 // ---- audit ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::extract::{AdminCaller, InternalCaller, JsonBody, path_param, subject_param};
 use super::openapi::{Api, Auth, Doc};
 use crate::authn::Secret;
+use crate::model::Capability;
 use crate::model::{AuthentikSub, DisplayName, Email, LocalAccount, UserId, Username};
 use crate::service::auth::NewAccount;
 
@@ -24,54 +25,72 @@ pub fn routes() -> Api {
             "/admin/accounts",
             get(list_accounts).post(create_account),
             &[
-                Doc::get("List local accounts", Admin),
-                Doc::post("Create a local account (201)", Admin),
+                Doc::get("List local accounts", Admin(Capability::Admin)),
+                Doc::post("Create a local account (201)", Admin(Capability::Admin)),
             ],
         )
         .route(
             "/admin/accounts/{username}",
             get(get_account),
-            &[Doc::get("One local account", Admin)],
+            &[Doc::get("One local account", Admin(Capability::Admin))],
         )
         .route(
             "/admin/accounts/{username}/disable",
             post(disable_account),
-            &[Doc::post("Disable an account, ending its sessions", Admin)],
+            &[Doc::post(
+                "Disable an account, ending its sessions",
+                Admin(Capability::Admin),
+            )],
         )
         .route(
             "/admin/accounts/{username}/enable",
             post(enable_account),
-            &[Doc::post("Enable an account", Admin)],
+            &[Doc::post("Enable an account", Admin(Capability::Admin))],
         )
         .route(
             "/admin/accounts/{username}/password",
             post(reset_password),
-            &[Doc::post("Reset a password (changed at next login)", Admin)],
+            &[Doc::post(
+                "Reset a password (changed at next login)",
+                Admin(Capability::Admin),
+            )],
         )
         .route(
             "/admin/accounts/{username}/totp/reset",
             post(reset_totp),
-            &[Doc::post("Remove an account's TOTP", Admin)],
+            &[Doc::post(
+                "Remove an account's TOTP",
+                Admin(Capability::Admin),
+            )],
         )
         .route(
             "/admin/users/{authentik_sub}/sessions",
             get(user_sessions).delete(revoke_user_sessions),
             &[
-                Doc::get("A user's active sessions", Admin),
-                Doc::delete("Revoke all of a user's sessions", Admin),
+                Doc::get("A user's active sessions", Admin(Capability::Admin)),
+                Doc::delete("Revoke all of a user's sessions", Admin(Capability::Admin)),
             ],
         )
         .route(
             "/admin/users/{authentik_sub}/sessions/{id}",
             delete(revoke_user_session),
-            &[Doc::delete("Revoke one of a user's sessions", Admin)],
+            &[Doc::delete(
+                "Revoke one of a user's sessions",
+                Admin(Capability::Admin),
+            )],
         )
         .route(
             "/admin/users/{authentik_sub}/identities",
             get(identities).post(link_identity),
             &[
-                Doc::get("A user's identities at identity providers", Admin),
-                Doc::post("Link an (issuer, subject) identity to the user", Admin),
+                Doc::get(
+                    "A user's identities at identity providers",
+                    Admin(Capability::Read),
+                ),
+                Doc::post(
+                    "Link an (issuer, subject) identity to the user",
+                    Admin(Capability::Admin),
+                ),
             ],
         )
         .route(

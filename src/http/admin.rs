@@ -16,6 +16,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody};
 use super::openapi::{Api, Auth, Doc};
+use crate::model::Capability;
 use crate::model::{
     Action, AuthentikSub, Effect, Grant, Module, Permission, Revision, ScopeId, ScopeType,
 };
@@ -27,7 +28,7 @@ pub fn routes() -> Api {
             get(list_users),
             &[Doc::get(
                 "Users, searched by subject, email or name, a page at a time",
-                Auth::Admin,
+                Auth::Admin(Capability::Read),
             )],
         )
         .route(
@@ -35,7 +36,7 @@ pub fn routes() -> Api {
             get(show_user),
             &[Doc::get(
                 "One user: grants, roles, local account, identities",
-                Auth::Admin,
+                Auth::Admin(Capability::Read),
             )],
         )
         .route(
@@ -43,20 +44,23 @@ pub fn routes() -> Api {
             post(disable_user),
             &[Doc::post(
                 "Disable a user: every check is denied, every session ends",
-                Auth::Admin,
+                Auth::Admin(Capability::UsersWrite),
             )],
         )
         .route(
             "/admin/users/{authentik_sub}/enable",
             post(enable_user),
-            &[Doc::post("Enable a user again", Auth::Admin)],
+            &[Doc::post(
+                "Enable a user again",
+                Auth::Admin(Capability::UsersWrite),
+            )],
         )
         .route(
             "/admin/users/{authentik_sub}/menus",
             get(user_menus),
             &[Doc::get(
                 "The menu tree and buttons this user would see",
-                Auth::Admin,
+                Auth::Admin(Capability::Read),
             )],
         )
         .route(
@@ -64,13 +68,16 @@ pub fn routes() -> Api {
             post(grant),
             &[Doc::post(
                 "Grant a user a permission, allow or deny (201 new, 200 already held)",
-                Auth::Admin,
+                Auth::Admin(Capability::GrantsWrite),
             )],
         )
         .route(
             "/admin/permissions/revoke",
             post(revoke),
-            &[Doc::post("Revoke a user's permission", Auth::Admin)],
+            &[Doc::post(
+                "Revoke a user's permission",
+                Auth::Admin(Capability::GrantsWrite),
+            )],
         )
 }
 
@@ -107,13 +114,16 @@ struct GrantResponse {
 }
 
 async fn grant(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<GrantRequest>,
 ) -> Result<(StatusCode, Json<GrantResponse>), ApiError> {
     let effect = request.effect.unwrap_or_default();
     let (sub, permission) = request.into_parts();
-    let outcome = state.directory.grant(&sub, &permission, effect).await?;
+    let outcome = state
+        .directory
+        .grant(caller.authority(), &sub, &permission, effect)
+        .await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -136,7 +146,7 @@ struct RevokeResponse {
 }
 
 async fn revoke(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<GrantRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
@@ -147,7 +157,10 @@ async fn revoke(
         ));
     }
     let (sub, permission) = request.into_parts();
-    let outcome = state.directory.revoke(&sub, &permission).await?;
+    let outcome = state
+        .directory
+        .revoke(caller.authority(), &sub, &permission)
+        .await?;
     Ok(Json(RevokeResponse {
         revoked: outcome.revoked.is_some(),
         revision: outcome.revision,
@@ -247,7 +260,12 @@ async fn user_menus(
     })))
 }
 
-async fn set_active(state: &AppState, raw: String, active: bool) -> Result<Json<Value>, ApiError> {
+async fn set_active(
+    state: &AppState,
+    caller: &AdminCaller,
+    raw: String,
+    active: bool,
+) -> Result<Json<Value>, ApiError> {
     let sub = subject_param(raw)?;
     if state.store.user_by_sub(&sub).await?.is_none() {
         return Err(ApiError::not_found(
@@ -255,22 +273,25 @@ async fn set_active(state: &AppState, raw: String, active: bool) -> Result<Json<
             "no user with this authentik_sub",
         ));
     }
-    let user = state.auth.set_user_active(sub, active).await?;
+    let user = state
+        .auth
+        .set_user_active(caller.authority(), sub, active)
+        .await?;
     Ok(Json(json!({ "user": user, "revision": user.revision })))
 }
 
 async fn disable_user(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    set_active(&state, sub, false).await
+    set_active(&state, &caller, sub, false).await
 }
 
 async fn enable_user(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    set_active(&state, sub, true).await
+    set_active(&state, &caller, sub, true).await
 }

@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::extract::{AdminCaller, QueryParams};
 use super::openapi::{Api, Auth, Doc};
 use crate::audit::Record;
+use crate::model::Capability;
 use crate::store::{AuditFilter, ChainReport};
 
 const DEFAULT_PAGE: u32 = 50;
@@ -23,7 +24,7 @@ pub fn routes() -> Api {
             get(list),
             &[Doc::get(
                 "Audit records, newest first, filtered, a page at a time",
-                Auth::Admin,
+                Auth::Admin(Capability::Admin),
             )],
         )
         .route(
@@ -31,7 +32,7 @@ pub fn routes() -> Api {
             get(verify),
             &[Doc::get(
                 "Walk the audit hash chain; the first break if any",
-                Auth::Admin,
+                Auth::Admin(Capability::Admin),
             )],
         )
 }

@@ -16,7 +16,9 @@ use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody, nullable};
 use super::openapi::{Api, Auth, Doc};
 use crate::authn::api_key::HashAlgorithm;
-use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern, parse_ip_net};
+use crate::model::{
+    ApiClient, Capability, ClientName, ClientStatus, Origin, PathPattern, parse_ip_net,
+};
 use crate::service::clients::NewClient;
 
 pub fn routes() -> Api {
@@ -26,10 +28,10 @@ pub fn routes() -> Api {
             "/admin/clients",
             get(list).post(create),
             &[
-                Doc::get("Every API client", Admin),
+                Doc::get("Every API client", Admin(Capability::Admin)),
                 Doc::post(
                     "Create a client; its key is in the answer, once (201)",
-                    Admin,
+                    Admin(Capability::Admin),
                 ),
             ],
         )
@@ -37,10 +39,10 @@ pub fn routes() -> Api {
             "/admin/clients/{client_key}",
             get(show).patch(update),
             &[
-                Doc::get("One client", Admin),
+                Doc::get("One client", Admin(Capability::Admin)),
                 Doc::patch(
                     "Change a client's name, allowlists, expiry or rate limit",
-                    Admin,
+                    Admin(Capability::Admin),
                 ),
             ],
         )
@@ -49,18 +51,24 @@ pub fn routes() -> Api {
             post(rotate),
             &[Doc::post(
                 "Replace the key; the old one stops working at once",
-                Admin,
+                Admin(Capability::Admin),
             )],
         )
         .route(
             "/admin/clients/{client_key}/disable",
             post(disable),
-            &[Doc::post("Refuse the client's requests", Admin)],
+            &[Doc::post(
+                "Refuse the client's requests",
+                Admin(Capability::Admin),
+            )],
         )
         .route(
             "/admin/clients/{client_key}/enable",
             post(enable),
-            &[Doc::post("Accept the client's requests again", Admin)],
+            &[Doc::post(
+                "Accept the client's requests again",
+                Admin(Capability::Admin),
+            )],
         )
 }
 
@@ -77,6 +85,7 @@ struct Settings {
     expires_at: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     rate_limit_per_minute: Option<Option<u32>>,
+    capabilities: Option<Vec<Capability>>,
 }
 
 fn origins(raw: Vec<String>) -> Result<Vec<Origin>, ApiError> {
@@ -128,6 +137,9 @@ struct CreateSettings {
     expires_at: Option<String>,
     #[serde(default)]
     rate_limit_per_minute: Option<u32>,
+    /// None or empty: check only.
+    #[serde(default)]
+    capabilities: Vec<Capability>,
 }
 
 async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -147,6 +159,7 @@ async fn create(
         allowed_paths: s.allowed_paths,
         expires_at: expiry(s.expires_at)?,
         rate_limit_per_minute: s.rate_limit_per_minute,
+        capabilities: s.capabilities,
         hash: HashAlgorithm::default(),
     };
     let (client, api_key) = state.client_admin.create(new).await?;
@@ -193,7 +206,10 @@ async fn update(
     if let Some(limit) = body.rate_limit_per_minute {
         client.rate_limit_per_minute = limit;
     }
-    state.client_admin.update(&client).await?;
+    if let Some(capabilities) = body.capabilities {
+        client.capabilities = capabilities;
+    }
+    state.client_admin.update(&mut client).await?;
     Ok(Json(client))
 }
 

@@ -127,6 +127,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(message) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
             }
+            ServiceError::Forbidden(message) => {
+                Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
             ServiceError::Undeclared(message) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "undeclared_permission",
@@ -158,6 +161,9 @@ impl From<ClientAuthError> for ApiError {
             }
             ClientAuthError::PathNotAllowed => {
                 Self::new(StatusCode::FORBIDDEN, "path_not_allowed", message)
+            }
+            ClientAuthError::MissingCapability(_) => {
+                Self::new(StatusCode::FORBIDDEN, "missing_capability", message)
             }
             ClientAuthError::RateLimited { retry_after } => Self::rate_limited(retry_after),
             ClientAuthError::Service(e) => e.into(),

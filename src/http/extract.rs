@@ -11,10 +11,12 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
+use super::openapi::Required;
 use crate::audit::{self, Actor};
 use crate::authn::Secret;
 use crate::authz::index::Request as Question;
-use crate::model::{ApiClient, AuthentikSub, DisplayName, Email, User, UserId, UserUpsert};
+use crate::model::{ApiClient, AuthentikSub, Capability, User, UserId};
+use crate::service::Authority;
 use crate::service::access::Subject;
 use crate::service::auth::{ADMIN_MODULE, AuthError, ClientInfo, Principal};
 use crate::service::clients::{ClientRequest, Freshness};
@@ -161,6 +163,16 @@ pub enum AdminCaller {
 }
 
 impl AdminCaller {
+    /// How far the caller reaches into memberd's own authority: operators
+    /// hold `memberd/admin` (or they would not be here); a client holds it
+    /// when it was given the `admin` capability.
+    pub fn authority(&self) -> Authority {
+        match self {
+            Self::Client(client) if !client.may(Capability::Admin) => Authority::Delegated,
+            _ => Authority::Full,
+        }
+    }
+
     /// Who acted, for the log of administrative changes.
     pub fn actor(&self) -> String {
         match self {
@@ -170,8 +182,11 @@ impl AdminCaller {
     }
 }
 
-/// The caller's address: the peer's, or the first `X-Forwarded-For` hop when
-/// the peer is a trusted proxy (any other peer could write that header itself).
+/// The caller's address. Behind trusted proxies it is the right-most
+/// `X-Forwarded-For` hop that is not itself a trusted proxy: every hop left
+/// of it was written by whoever sent the request, so only the hops our own
+/// proxies appended can be believed. A hop that does not parse ends the walk
+/// at the address before it (the connection's, when it is the last).
 pub(super) fn caller_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
     let peer = parts
         .extensions
@@ -179,24 +194,37 @@ pub(super) fn caller_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
         .0
         .ip()
         .to_canonical();
-    if !state
-        .settings
-        .trusted_proxies
-        .iter()
-        .any(|net| net.contains(&peer))
-    {
+    let trusted = |ip: &IpAddr| {
+        state
+            .settings
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(ip))
+    };
+    if !trusted(&peer) {
         return Some(peer);
     }
-    let first_hop = parts
+    let hops = parts
         .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(str::trim);
-    match first_hop {
-        Some(hop) => hop.parse::<IpAddr>().ok().map(|ip| ip.to_canonical()),
-        None => Some(peer),
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    let mut caller = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                caller = ip.to_canonical();
+                if !trusted(&caller) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
     }
+    Some(caller)
 }
 
 /// Authenticates the API client named in the request's headers.
@@ -219,6 +247,7 @@ async fn api_client(
         origin: header("origin"),
         ip: caller_ip(parts, state),
         path: parts.uri.path(),
+        needs: Required::of(&parts.extensions),
     };
     let client = state.client_auth.authenticate(request, freshness).await?;
     tracing::debug!(client_key = %client.client_key, "api client authenticated");
@@ -544,56 +573,19 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
-/// The user a provider's token names, created or refreshed from its claims
-/// (an email or name that memberd would refuse is left out, not fatal).
-/// The token's (issuer, subject) finds a linked user first; else the
-/// subject is the user's `authentik_sub`, and the identity is recorded.
+/// The user a provider's token names (see `Auth::provider_user`).
 async fn external_user(state: &AppState, oidc: &Oidc, token: &str) -> Result<User, ApiError> {
-    let invalid = || ApiError::unauthorized("invalid_token", "the token is not valid");
-    let internal = |e: crate::store::StoreError| ApiError::internal(&e);
     let claims = oidc.verify(token).await.map_err(|e| match e {
         OidcError::Expired => ApiError::unauthorized("token_expired", "the token has expired"),
-        OidcError::Invalid(_) => invalid(),
+        OidcError::Invalid(_) => ApiError::unauthorized("invalid_token", "the token is not valid"),
     })?;
     let issuer = claims
         .iss
         .clone()
         .or_else(|| oidc.issuer().map(str::to_owned))
         .unwrap_or_default();
-    let linked = state
-        .store
-        .identity_user(&issuer, &claims.sub)
-        .await
-        .map_err(internal)?;
-    let linked_user = match linked {
-        Some(id) => state.store.user_by_id(id).await.map_err(internal)?,
-        None => None,
-    };
-    let sub = match &linked_user {
-        Some(user) => user.authentik_sub.clone(),
-        None => AuthentikSub::parse(claims.sub.clone()).map_err(|_| invalid())?,
-    };
-    audit::act_as(Actor::user(sub.as_str()));
-    let upsert = UserUpsert {
-        authentik_sub: sub,
-        email: claims.email.and_then(|e| Email::parse(e).ok()),
-        display_name: claims
-            .name
-            .or(claims.preferred_username)
-            .and_then(|n| DisplayName::parse(n).ok()),
-        is_active: None,
-    };
-    let user = state.directory.upsert_user(&upsert).await?;
-    if linked_user.is_none() {
-        match state
-            .store
-            .link_identity(&issuer, &claims.sub, user.id)
-            .await
-        {
-            Ok(_) | Err(crate::store::StoreError::AlreadyExists(_)) => {}
-            Err(e) => return Err(internal(e)),
-        }
-    }
+    let user = state.auth.provider_user(&issuer, claims).await?;
+    audit::act_as(Actor::user(user.authentik_sub.as_str()));
     if !user.is_active {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

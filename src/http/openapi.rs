@@ -6,12 +6,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::middleware::Next;
 use axum::routing::MethodRouter;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::model::Capability;
 
 /// Who may call an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +25,9 @@ pub enum Auth {
     Public,
     /// `X-Internal-Secret`.
     Internal,
-    /// An API client, or an operator's session whose roles allow `memberd`/`admin`.
-    Admin,
+    /// An API client given this capability, or an operator's session whose
+    /// roles allow `memberd`/`admin`.
+    Admin(Capability),
     /// `X-Internal-Secret`, or an API client.
     Decision,
     /// A memberd access token (bearer or the console's cookie).
@@ -38,8 +44,8 @@ impl Auth {
         match self {
             Self::Public => "none",
             Self::Internal => "X-Internal-Secret",
-            Self::Admin => {
-                "an API client (X-Client-Key + X-API-Key), or an operator's memberd session with memberd/admin"
+            Self::Admin(_) => {
+                "an API client (X-Client-Key + X-API-Key) with the capability named, or an operator's memberd session with memberd/admin"
             }
             Self::Decision => "X-Internal-Secret, or an API client",
             Self::Session => "a memberd access token",
@@ -50,11 +56,21 @@ impl Auth {
         }
     }
 
+    /// The capability an API client needs for the operation.
+    pub fn capability(self) -> Option<Capability> {
+        match self {
+            Self::Admin(capability) => Some(capability),
+            Self::Decision => Some(Capability::Check),
+            Self::Scim => Some(Capability::Scim),
+            _ => None,
+        }
+    }
+
     fn security(self) -> Value {
         match self {
             Self::Public => json!([]),
             Self::Internal => json!([{ "internalSecret": [] }]),
-            Self::Admin => json!([
+            Self::Admin(_) => json!([
                 { "clientKey": [], "apiKey": [] },
                 { "bearer": [] },
                 { "sessionCookie": [], "csrfToken": [] }
@@ -69,6 +85,21 @@ impl Auth {
             ]),
             Self::Scim => json!([{ "scimBearer": [] }]),
         }
+    }
+}
+
+/// The capability the matched operation asks of an API client, as its
+/// route left it in the request's extensions. The authenticating
+/// extractors read it; where it is missing they ask for `admin`, so a
+/// route that forgot to say is closed, not open.
+#[derive(Debug, Clone, Copy)]
+pub struct Required(pub Capability);
+
+impl Required {
+    pub fn of(extensions: &axum::http::Extensions) -> Capability {
+        extensions
+            .get::<Required>()
+            .map_or(Capability::Admin, |r| r.0)
     }
 }
 
@@ -151,6 +182,30 @@ impl Api {
         handler: MethodRouter<AppState>,
         docs: &[Doc],
     ) -> Self {
+        let needs: Arc<[(Method, Capability)]> = docs
+            .iter()
+            .filter_map(|d| Some((d.method.parse().ok()?, d.auth.capability()?)))
+            .collect();
+        let handler = if needs.is_empty() {
+            handler
+        } else {
+            handler.route_layer(axum::middleware::from_fn(
+                move |mut request: Request, next: Next| {
+                    let needs = needs.clone();
+                    async move {
+                        // HEAD is answered by GET's handler, so it needs GET's capability.
+                        let method = match request.method() {
+                            &Method::HEAD => Method::GET,
+                            m => m.clone(),
+                        };
+                        if let Some((_, capability)) = needs.iter().find(|(m, _)| *m == method) {
+                            request.extensions_mut().insert(Required(*capability));
+                        }
+                        next.run(request).await
+                    }
+                },
+            ))
+        };
         self.router = self.router.route(path, handler);
         self.document(path, docs)
     }

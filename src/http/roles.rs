@@ -14,6 +14,7 @@ use super::openapi::{Api, Auth, Doc};
 use crate::model::{
     Action, Effect, Module, RoleAssignment, RoleName, RolePermission, Scope, ScopeId,
 };
+use crate::model::{AssignmentSource, Capability};
 use crate::service::access::Subject;
 
 pub fn routes() -> Api {
@@ -23,34 +24,43 @@ pub fn routes() -> Api {
             "/admin/roles",
             get(list).post(create),
             &[
-                Doc::get("All roles", Admin),
-                Doc::post("Create a role (201)", Admin),
+                Doc::get("All roles", Admin(Capability::Read)),
+                Doc::post("Create a role (201)", Admin(Capability::RolesWrite)),
             ],
         )
         .route(
             "/admin/roles/{name}",
             get(show).patch(update).delete(delete),
             &[
-                Doc::get("One role, its permissions and holders", Admin),
-                Doc::patch("Change a role's description or parents", Admin),
-                Doc::delete("Delete a role", Admin),
+                Doc::get(
+                    "One role, its permissions and holders",
+                    Admin(Capability::Read),
+                ),
+                Doc::patch(
+                    "Change a role's description or parents",
+                    Admin(Capability::RolesWrite),
+                ),
+                Doc::delete("Delete a role", Admin(Capability::RolesWrite)),
             ],
         )
         .route(
             "/admin/roles/{name}/permissions",
             axum::routing::post(add_permission).delete(remove_permission),
             &[
-                Doc::post("Give the role a permission", Admin),
-                Doc::delete("Take a permission from the role", Admin),
+                Doc::post("Give the role a permission", Admin(Capability::RolesWrite)),
+                Doc::delete(
+                    "Take a permission from the role",
+                    Admin(Capability::RolesWrite),
+                ),
             ],
         )
         .route(
             "/admin/users/{authentik_sub}/roles",
             get(user_roles).post(assign).delete(unassign),
             &[
-                Doc::get("The roles a user holds", Admin),
-                Doc::post("Assign a role in a scope", Admin),
-                Doc::delete("Unassign a role", Admin),
+                Doc::get("The roles a user holds", Admin(Capability::Read)),
+                Doc::post("Assign a role in a scope", Admin(Capability::GrantsWrite)),
+                Doc::delete("Unassign a role", Admin(Capability::GrantsWrite)),
             ],
         )
 }
@@ -95,14 +105,19 @@ fn check_description(description: &str) -> Result<(), ApiError> {
 }
 
 async fn create(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateRole>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_description(&body.description)?;
     let revision = state
         .directory
-        .create_role(&body.name, &body.description, &body.inherits)
+        .create_role(
+            caller.authority(),
+            &body.name,
+            &body.description,
+            &body.inherits,
+        )
         .await?;
     let role = state.directory.role(&body.name).await?;
     Ok((
@@ -133,7 +148,7 @@ struct UpdateRole {
 }
 
 async fn update(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<UpdateRole>,
@@ -144,19 +159,27 @@ async fn update(
     }
     let revision = state
         .directory
-        .update_role(&name, body.description.as_deref(), body.inherits.as_deref())
+        .update_role(
+            caller.authority(),
+            &name,
+            body.description.as_deref(),
+            body.inherits.as_deref(),
+        )
         .await?;
     let role = state.directory.role(&name).await?;
     Ok(Json(json!({ "role": role, "revision": revision })))
 }
 
 async fn delete(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let name = role_name(name)?;
-    let revision = state.directory.delete_role(&name).await?;
+    let revision = state
+        .directory
+        .delete_role(caller.authority(), &name)
+        .await?;
     Ok(Json(json!({ "deleted": true, "revision": revision })))
 }
 
@@ -199,7 +222,7 @@ impl PermissionBody {
 }
 
 async fn add_permission(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<PermissionBody>,
@@ -208,7 +231,7 @@ async fn add_permission(
     let permission = body.parse()?;
     let outcome = state
         .directory
-        .set_role_permission(&name, &permission)
+        .set_role_permission(caller.authority(), &name, &permission)
         .await?;
     Ok((
         created_or_ok(outcome.changed),
@@ -217,7 +240,7 @@ async fn add_permission(
 }
 
 async fn remove_permission(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<PermissionBody>,
@@ -232,7 +255,7 @@ async fn remove_permission(
     let permission = body.parse()?;
     let outcome = state
         .directory
-        .remove_role_permission(&name, &permission)
+        .remove_role_permission(caller.authority(), &name, &permission)
         .await?;
     Ok(Json(
         json!({ "removed": outcome.changed, "revision": outcome.revision }),
@@ -283,13 +306,21 @@ async fn user_roles(
 }
 
 async fn assign(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
     JsonBody(body): JsonBody<AssignmentBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let sub = subject_param(sub)?;
-    let outcome = state.directory.assign_role(&sub, &body.parse()?).await?;
+    let outcome = state
+        .directory
+        .assign_role(
+            caller.authority(),
+            AssignmentSource::Admin,
+            &sub,
+            &body.parse()?,
+        )
+        .await?;
     Ok((
         created_or_ok(outcome.changed),
         Json(json!({ "changed": outcome.changed, "revision": outcome.revision })),
@@ -297,13 +328,21 @@ async fn assign(
 }
 
 async fn unassign(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
     JsonBody(body): JsonBody<AssignmentBody>,
 ) -> Result<Json<Value>, ApiError> {
     let sub = subject_param(sub)?;
-    let outcome = state.directory.unassign_role(&sub, &body.parse()?).await?;
+    let outcome = state
+        .directory
+        .unassign_role(
+            caller.authority(),
+            AssignmentSource::Admin,
+            &sub,
+            &body.parse()?,
+        )
+        .await?;
     Ok(Json(
         json!({ "removed": outcome.changed, "revision": outcome.revision }),
     ))

@@ -13,6 +13,7 @@ use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody, QueryParams, Viewer, nullable, path_param};
 use super::openapi::{Api, Auth, Doc};
 use crate::authz::index::Request;
+use crate::model::Capability;
 use crate::model::{
     Action, CatalogModule, Module, RoleName, Rule, RuleKind, RuleName, RuleText, ScopeId, ScopeType,
 };
@@ -27,25 +28,34 @@ pub fn routes() -> Api {
             "/admin/rules",
             get(list).post(create),
             &[
-                Doc::get("Every rule", Admin),
-                Doc::post("Create a rule (201)", Admin),
+                Doc::get("Every rule", Admin(Capability::Read)),
+                Doc::post("Create a rule (201)", Admin(Capability::RolesWrite)),
             ],
         )
         .route(
             "/admin/rules/{name}",
             get(show).patch(update).delete(delete),
             &[
-                Doc::get("One rule and the roles bound to it", Admin),
-                Doc::patch("Change or move a rule", Admin),
-                Doc::delete("Delete a rule (its subtree with ?cascade=true)", Admin),
+                Doc::get(
+                    "One rule and the roles bound to it",
+                    Admin(Capability::Read),
+                ),
+                Doc::patch("Change or move a rule", Admin(Capability::RolesWrite)),
+                Doc::delete(
+                    "Delete a rule (its subtree with ?cascade=true)",
+                    Admin(Capability::RolesWrite),
+                ),
             ],
         )
         .route(
             "/admin/roles/{name}/rules",
             get(role_rules).put(set_role_rules),
             &[
-                Doc::get("The rules a role is bound to", Admin),
-                Doc::put("Bind a role to exactly these rules", Admin),
+                Doc::get("The rules a role is bound to", Admin(Capability::Read)),
+                Doc::put(
+                    "Bind a role to exactly these rules",
+                    Admin(Capability::RolesWrite),
+                ),
             ],
         )
         .route(
@@ -53,15 +63,21 @@ pub fn routes() -> Api {
             get(catalog),
             &[Doc::get(
                 "Declared modules and actions, and what is undeclared",
-                Admin,
+                Admin(Capability::Read),
             )],
         )
         .route(
             "/admin/catalog/{module}",
             axum::routing::put(declare).delete(undeclare),
             &[
-                Doc::put("Declare a module and its actions", Admin),
-                Doc::delete("Remove a module from the catalog", Admin),
+                Doc::put(
+                    "Declare a module and its actions",
+                    Admin(Capability::RolesWrite),
+                ),
+                Doc::delete(
+                    "Remove a module from the catalog",
+                    Admin(Capability::RolesWrite),
+                ),
             ],
         )
         .route(
@@ -145,7 +161,7 @@ async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Valu
 }
 
 async fn create(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<NewRule>,
 ) -> Result<(StatusCode, Json<Rule>), ApiError> {
@@ -162,7 +178,10 @@ async fn create(
         module: body.module,
         action: body.action,
     };
-    state.directory.create_rule(&rule).await?;
+    state
+        .directory
+        .create_rule(caller.authority(), &rule)
+        .await?;
     Ok((StatusCode::CREATED, Json(rule)))
 }
 
@@ -178,14 +197,17 @@ async fn show(
 }
 
 async fn update(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(patch): JsonBody<RulePatch>,
 ) -> Result<Json<Value>, ApiError> {
     let name = rule_name(name)?;
     let rule = patch.apply(state.directory.rule(&name).await?);
-    let revision = state.directory.update_rule(&name, &rule).await?;
+    let revision = state
+        .directory
+        .update_rule(caller.authority(), &name, &rule)
+        .await?;
     Ok(Json(json!({ "rule": rule, "revision": revision })))
 }
 
@@ -197,13 +219,16 @@ struct DeleteQuery {
 }
 
 async fn delete(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     QueryParams(query): QueryParams<DeleteQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let name = rule_name(name)?;
-    let revision = state.directory.delete_rule(&name, query.cascade).await?;
+    let revision = state
+        .directory
+        .delete_rule(caller.authority(), &name, query.cascade)
+        .await?;
     Ok(Json(json!({ "deleted": true, "revision": revision })))
 }
 
@@ -225,13 +250,16 @@ struct RoleRules {
 }
 
 async fn set_role_rules(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<RoleRules>,
 ) -> Result<Json<Value>, ApiError> {
     let role = path_param("name", name, RoleName::parse)?;
-    let revision = state.directory.set_role_rules(&role, &body.rules).await?;
+    let revision = state
+        .directory
+        .set_role_rules(caller.authority(), &role, &body.rules)
+        .await?;
     Ok(Json(json!({
         "rules": state.directory.role_rules(&role).await?,
         "revision": revision,
@@ -267,7 +295,7 @@ struct Declaration {
 }
 
 async fn declare(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(module): Path<String>,
     JsonBody(body): JsonBody<Declaration>,
@@ -287,17 +315,23 @@ async fn declare(
         description: body.description,
         actions,
     };
-    state.directory.declare(&declared).await?;
+    state
+        .directory
+        .declare(caller.authority(), &declared)
+        .await?;
     Ok(Json(declared))
 }
 
 async fn undeclare(
-    _: AdminCaller,
+    caller: AdminCaller,
     State(state): State<AppState>,
     Path(module): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let module = path_param("module", module, Module::parse)?;
-    state.directory.undeclare(&module).await?;
+    state
+        .directory
+        .undeclare(caller.authority(), &module)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

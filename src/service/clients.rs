@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::authn::Secret;
 use crate::authn::api_key::{self, HashAlgorithm, KeyHashError};
-use crate::model::{ApiClient, ClientName, ClientStatus, Origin, PathPattern};
+use crate::model::{ApiClient, Capability, ClientName, ClientStatus, Origin, PathPattern};
 use crate::ratelimit::Limits;
 use crate::store::{self, Store, StoreError};
 
@@ -23,12 +23,33 @@ use super::ServiceError;
 const TOUCH_INTERVAL: time::Duration = time::Duration::seconds(60);
 /// Bound on remembered keys; beyond it the oldest half is forgotten.
 const MAX_REMEMBERED_KEYS: usize = 10_000;
+/// API-key hashes verified a minute for one address when the key is not
+/// one verified recently: a legitimate caller misses the cache about once a
+/// minute per key and process, a guesser every time.
+const KEY_VERIFICATIONS_PER_ADDRESS: u32 = 60;
+/// Verifications waiting for a hashing thread before more are turned away.
+const MAX_QUEUED_VERIFICATIONS: usize = 64;
+
+/// What a client key looks like (`mbc_` and 24 letters and digits when
+/// memberd makes one): anything else is refused before any lookup or cache,
+/// so unknown keys cost no memory whatever their size.
+fn is_client_key(key: &str) -> bool {
+    key.len() <= 64
+        && key.starts_with(api_key::CLIENT_KEY_PREFIX)
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// An API key longer than this is no key of ours (ours are 47 bytes).
+const MAX_API_KEY_LEN: usize = 256;
 
 /// Runs key hashing off the async runtime, a bounded number at once: each
 /// argon2 hash holds ≈19 MiB and a core for ≈25 ms.
 #[derive(Clone)]
 pub struct KeyHasher {
     permits: Arc<Semaphore>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for KeyHasher {
@@ -36,15 +57,33 @@ impl Default for KeyHasher {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             permits: Arc::new(Semaphore::new(cores)),
+            queued: Arc::default(),
         }
     }
 }
 
+/// Leaves the hashing queue when dropped.
+struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl KeyHasher {
+    /// Whether the queue is full: a verification now would only wait.
+    fn saturated(&self) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed) >= MAX_QUEUED_VERIFICATIONS
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, KeyHashError> + Send + 'static,
     ) -> Result<T, ServiceError> {
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _queued = Queued(&self.queued);
         let _permit = self
             .permits
             .acquire()
@@ -85,7 +124,19 @@ pub struct NewClient {
     pub allowed_paths: Vec<PathPattern>,
     pub expires_at: Option<OffsetDateTime>,
     pub rate_limit_per_minute: Option<u32>,
+    /// None named: [`Capability::DEFAULT`].
+    pub capabilities: Vec<Capability>,
     pub hash: HashAlgorithm,
+}
+
+/// The capabilities as stored: sorted, once each, the default for none.
+fn capability_set(mut capabilities: Vec<Capability>) -> Vec<Capability> {
+    if capabilities.is_empty() {
+        capabilities = Capability::DEFAULT.to_vec();
+    }
+    capabilities.sort_unstable();
+    capabilities.dedup();
+    capabilities
 }
 
 /// Creating, listing, disabling and rotating clients.
@@ -124,6 +175,7 @@ impl ClientAdmin {
             allowed_ips: new.allowed_ips,
             allowed_paths: new.allowed_paths,
             rate_limit_per_minute: new.rate_limit_per_minute,
+            capabilities: capability_set(new.capabilities),
             created_at: store::now(),
             last_used_at: None,
         };
@@ -158,12 +210,13 @@ impl ClientAdmin {
     }
 
     /// Replaces the client's name, allowlists, expiry and rate limit.
-    pub async fn update(&self, client: &ApiClient) -> Result<(), ServiceError> {
+    pub async fn update(&self, client: &mut ApiClient) -> Result<(), ServiceError> {
         if client.rate_limit_per_minute == Some(0) {
             return Err(ServiceError::Invalid(
                 "rate limit must be at least 1 request per minute".into(),
             ));
         }
+        client.capabilities = capability_set(std::mem::take(&mut client.capabilities));
         self.store.update_client(client).await?;
         tracing::info!(client_key = %client.client_key, "api client updated");
         Ok(())
@@ -202,6 +255,8 @@ pub enum ClientAuthError {
     IpNotAllowed,
     #[error("this path is not allowed for this client")]
     PathNotAllowed,
+    #[error("this API client was not given the {0} capability")]
+    MissingCapability(Capability),
     #[error("rate limit exceeded")]
     RateLimited { retry_after: Duration },
     #[error(transparent)]
@@ -239,6 +294,8 @@ pub struct ClientRequest<'a> {
     /// The caller's address, already resolved through trusted proxies.
     pub ip: Option<IpAddr>,
     pub path: &'a str,
+    /// What the route asks of the client.
+    pub needs: Capability,
 }
 
 /// Keys verified recently, by a digest of client key and API key together,
@@ -335,6 +392,9 @@ impl ClientAuthenticator {
         request: ClientRequest<'_>,
         freshness: Freshness,
     ) -> Result<ApiClient, ClientAuthError> {
+        if !is_client_key(request.client_key) || request.api_key.expose().len() > MAX_API_KEY_LEN {
+            return Err(ClientAuthError::InvalidCredentials);
+        }
         let client = self
             .client_row(request.client_key, freshness)
             .await?
@@ -346,6 +406,24 @@ impl ClientAuthenticator {
             .contains(&digest, &client.api_key_hash, self.cache_ttl);
         crate::metrics::api_key_cache(cached);
         if !cached {
+            // A hash is the expensive part: bounded per address, and not
+            // queued without end, before any runs.
+            let address = request.ip.map_or_else(
+                || "unknown".to_owned(),
+                |ip| crate::ratelimit::address_key(&ip.to_string()),
+            );
+            self.limits
+                .check(
+                    &format!("key-verify:{address}"),
+                    KEY_VERIFICATIONS_PER_ADDRESS,
+                )
+                .await
+                .map_err(|retry_after| ClientAuthError::RateLimited { retry_after })?;
+            if self.hasher.saturated() {
+                return Err(ClientAuthError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
             if !self
                 .hasher
                 .verify(request.api_key, &client.api_key_hash)
@@ -381,6 +459,9 @@ impl ClientAuthenticator {
             && !client.allowed_paths.iter().any(|p| p.matches(request.path))
         {
             return Err(ClientAuthError::PathNotAllowed);
+        }
+        if !client.may(request.needs) {
+            return Err(ClientAuthError::MissingCapability(request.needs));
         }
         if let Some(limit) = client.rate_limit_per_minute {
             self.limits

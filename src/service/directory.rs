@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::ServiceError;
 use super::access::Engine;
+use super::{Authority, ServiceError, is_reserved_module};
 use crate::authz::index::Index;
 use crate::model::{
-    Action, AuthentikSub, CatalogModule, Effect, Module, Permission, Revision, Role,
-    RoleAssignment, RoleName, RolePermission, Rule, RuleName, User, UserId, UserUpsert,
+    Action, AssignmentSource, AuthentikSub, CatalogModule, Effect, Module, Permission, Revision,
+    Role, RoleAssignment, RoleName, RolePermission, Rule, RuleName, User, UserId, UserUpsert,
 };
 use crate::store::{ChangeOutcome, ChangesSince, GrantOutcome, RevokeOutcome, RulesOutcome, Store};
 
@@ -87,6 +87,29 @@ impl Directory {
         &self.engine
     }
 
+    /// memberd's own module is given and taken only by a holder of it.
+    fn guard_module(&self, authority: Authority, module: &Module) -> Result<(), ServiceError> {
+        if is_reserved_module(module.as_str()) {
+            authority.require_full(|| format!("module {module} is memberd's own authority"))?;
+        }
+        Ok(())
+    }
+
+    /// A role that carries memberd's own authority (itself or through a
+    /// parent) is held, changed and inherited only by the will of a holder.
+    fn guard_role(&self, authority: Authority, role: &RoleName) -> Result<(), ServiceError> {
+        if authority == Authority::Full {
+            return Ok(());
+        }
+        if self
+            .engine
+            .inspect(|ix| ix.role_reaches(role.as_str(), is_reserved_module))
+        {
+            authority.require_full(|| format!("role {role} carries memberd's own authority"))?;
+        }
+        Ok(())
+    }
+
     pub async fn upsert_user(&self, upsert: &UserUpsert) -> Result<User, ServiceError> {
         let _writer = self.writer.lock().await;
         let outcome = self.store.upsert_user(upsert).await?;
@@ -108,10 +131,12 @@ impl Directory {
 
     pub async fn grant(
         &self,
+        authority: Authority,
         sub: &AuthentikSub,
         permission: &Permission,
         effect: Effect,
     ) -> Result<GrantOutcome, ServiceError> {
+        self.guard_module(authority, &permission.module)?;
         self.require_declared(&permission.module, &permission.action)
             .await?;
         let _writer = self.writer.lock().await;
@@ -137,9 +162,11 @@ impl Directory {
 
     pub async fn revoke(
         &self,
+        authority: Authority,
         sub: &AuthentikSub,
         permission: &Permission,
     ) -> Result<RevokeOutcome, ServiceError> {
+        self.guard_module(authority, &permission.module)?;
         let _writer = self.writer.lock().await;
         let outcome = self.store.revoke(sub, permission).await?;
         if let Some(g) = &outcome.revoked {
@@ -183,10 +210,14 @@ impl Directory {
 
     pub async fn create_role(
         &self,
+        authority: Authority,
         name: &RoleName,
         description: &str,
         parents: &[RoleName],
     ) -> Result<Revision, ServiceError> {
+        for parent in parents {
+            self.guard_role(authority, parent)?;
+        }
         let _writer = self.writer.lock().await;
         if self.engine.inspect(|ix| ix.role_exists(name.as_str())) {
             return Err(ServiceError::Conflict("role"));
@@ -205,10 +236,15 @@ impl Directory {
     /// Changes what is given. New parents that would close a cycle are refused.
     pub async fn update_role(
         &self,
+        authority: Authority,
         name: &RoleName,
         description: Option<&str>,
         parents: Option<&[RoleName]>,
     ) -> Result<Revision, ServiceError> {
+        self.guard_role(authority, name)?;
+        for parent in parents.unwrap_or_default() {
+            self.guard_role(authority, parent)?;
+        }
         let _writer = self.writer.lock().await;
         self.known_roles(parents.unwrap_or_default())?;
         let parent_names: Option<Vec<&str>> =
@@ -248,7 +284,12 @@ impl Directory {
         Ok(outcome.revision)
     }
 
-    pub async fn delete_role(&self, name: &RoleName) -> Result<Revision, ServiceError> {
+    pub async fn delete_role(
+        &self,
+        authority: Authority,
+        name: &RoleName,
+    ) -> Result<Revision, ServiceError> {
+        self.guard_role(authority, name)?;
         let _writer = self.writer.lock().await;
         let (affected, holders) = self.engine.inspect(|ix| {
             (
@@ -267,9 +308,12 @@ impl Directory {
 
     pub async fn set_role_permission(
         &self,
+        authority: Authority,
         role: &RoleName,
         permission: &RolePermission,
     ) -> Result<ChangeOutcome, ServiceError> {
+        self.guard_module(authority, &permission.module)?;
+        self.guard_role(authority, role)?;
         self.require_declared(&permission.module, &permission.action)
             .await?;
         let _writer = self.writer.lock().await;
@@ -295,9 +339,12 @@ impl Directory {
 
     pub async fn remove_role_permission(
         &self,
+        authority: Authority,
         role: &RoleName,
         permission: &RolePermission,
     ) -> Result<ChangeOutcome, ServiceError> {
+        self.guard_module(authority, &permission.module)?;
+        self.guard_role(authority, role)?;
         let _writer = self.writer.lock().await;
         let (affected, holders) = self.affected_by(role)?;
         let outcome = self
@@ -343,11 +390,14 @@ impl Directory {
 
     pub async fn assign_role(
         &self,
+        authority: Authority,
+        source: AssignmentSource,
         sub: &AuthentikSub,
         assignment: &RoleAssignment,
     ) -> Result<ChangeOutcome, ServiceError> {
+        self.guard_role(authority, &assignment.role)?;
         let _writer = self.writer.lock().await;
-        let (user, outcome) = self.store.assign_role(sub, assignment).await?;
+        let (user, outcome) = self.store.assign_role(source, sub, assignment).await?;
         if outcome.changed {
             self.engine.apply(outcome.revision, |ix| {
                 ix.touch_user(user, outcome.revision.0);
@@ -364,11 +414,14 @@ impl Directory {
 
     pub async fn unassign_role(
         &self,
+        authority: Authority,
+        source: AssignmentSource,
         sub: &AuthentikSub,
         assignment: &RoleAssignment,
     ) -> Result<ChangeOutcome, ServiceError> {
+        self.guard_role(authority, &assignment.role)?;
         let _writer = self.writer.lock().await;
-        let (user, outcome) = self.store.unassign_role(sub, assignment).await?;
+        let (user, outcome) = self.store.unassign_role(source, sub, assignment).await?;
         if outcome.changed {
             self.engine.apply(outcome.revision, |ix| {
                 ix.touch_user(user, outcome.revision.0);
@@ -396,7 +449,8 @@ impl Directory {
             .ok_or(ServiceError::NotFound("rule"))
     }
 
-    pub async fn create_rule(&self, rule: &Rule) -> Result<(), ServiceError> {
+    pub async fn create_rule(&self, authority: Authority, rule: &Rule) -> Result<(), ServiceError> {
+        self.guard_module(authority, &rule.module)?;
         self.require_declared(&rule.module, &rule.action).await?;
         let _writer = self.writer.lock().await;
         self.store.create_rule(rule).await?;
@@ -407,9 +461,13 @@ impl Directory {
     /// Replaces the rule; roles bound to it follow a change of its permission.
     pub async fn update_rule(
         &self,
+        authority: Authority,
         name: &RuleName,
         rule: &Rule,
     ) -> Result<Revision, ServiceError> {
+        self.guard_module(authority, &rule.module)?;
+        self.guard_rules(authority, std::slice::from_ref(name))
+            .await?;
         self.require_declared(&rule.module, &rule.action).await?;
         let _writer = self.writer.lock().await;
         let affected = self.affected_by_rule(name).await?;
@@ -421,9 +479,12 @@ impl Directory {
 
     pub async fn delete_rule(
         &self,
+        authority: Authority,
         name: &RuleName,
         cascade: bool,
     ) -> Result<Revision, ServiceError> {
+        self.guard_rules(authority, std::slice::from_ref(name))
+            .await?;
         let _writer = self.writer.lock().await;
         let affected = self.affected_by_rule(name).await?;
         let outcome = self.store.delete_rule(name, cascade, &affected).await?;
@@ -440,14 +501,50 @@ impl Directory {
     /// Binds the role to exactly these rules: the role holds their permissions.
     pub async fn set_role_rules(
         &self,
+        authority: Authority,
         role: &RoleName,
         rules: &[RuleName],
     ) -> Result<Revision, ServiceError> {
+        self.guard_role(authority, role)?;
+        self.guard_rules(authority, rules).await?;
+        self.guard_rules(authority, &self.store.role_rules(role).await?)
+            .await?;
         let _writer = self.writer.lock().await;
         let (affected, _) = self.affected_by(role)?;
         let outcome = self.store.set_role_rules(role, rules, &affected).await?;
         self.reload_roles(&outcome).await?;
         Ok(outcome.revision)
+    }
+
+    /// Rules (with their subtrees, which a deletion takes along) that reveal
+    /// memberd's own module are bound, changed and deleted only by a holder.
+    async fn guard_rules(
+        &self,
+        authority: Authority,
+        names: &[RuleName],
+    ) -> Result<(), ServiceError> {
+        if authority == Authority::Full {
+            return Ok(());
+        }
+        let rules = self.store.rules().await?;
+        let mut pending: Vec<&RuleName> = names.iter().collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(name) = pending.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            let Some(rule) = rules.iter().find(|r| &r.name == name) else {
+                continue;
+            };
+            self.guard_module(authority, &rule.module)?;
+            pending.extend(
+                rules
+                    .iter()
+                    .filter(|r| r.parent.as_ref() == Some(name))
+                    .map(|r| &r.name),
+            );
+        }
+        Ok(())
     }
 
     /// The roles bound to the rule or its descendants, and every role inheriting one.
@@ -488,11 +585,21 @@ impl Directory {
         Ok(self.store.undeclared().await?)
     }
 
-    pub async fn declare(&self, module: &CatalogModule) -> Result<(), ServiceError> {
+    pub async fn declare(
+        &self,
+        authority: Authority,
+        module: &CatalogModule,
+    ) -> Result<(), ServiceError> {
+        self.guard_module(authority, &module.module)?;
         Ok(self.store.put_catalog_module(module).await?)
     }
 
-    pub async fn undeclare(&self, module: &Module) -> Result<(), ServiceError> {
+    pub async fn undeclare(
+        &self,
+        authority: Authority,
+        module: &Module,
+    ) -> Result<(), ServiceError> {
+        self.guard_module(authority, module)?;
         if self.store.delete_catalog_module(module).await? {
             Ok(())
         } else {

@@ -29,6 +29,46 @@ pub enum ServiceError {
     Store(StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller may not give or take what it asked to (see `Authority`).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// How far the caller of a change to the policy may reach.
+///
+/// memberd's own authority (the `memberd` module: administering memberd,
+/// the console's pages) is not data that any writer may hand out: only a
+/// caller that holds it may give it, take it, or change a role that carries
+/// it. Everything else in the policy is open to any caller allowed to write
+/// it (the API client's capability, checked at the edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// Holds memberd's own authority: the internal secret, the CLI, an
+    /// operator with `memberd/admin`, an API client given `admin`.
+    Full,
+    /// May change the policy, but not memberd's own authority, nor the
+    /// users behind local accounts (the operators).
+    Delegated,
+}
+
+impl Authority {
+    pub(crate) fn require_full(self, what: impl FnOnce() -> String) -> Result<(), ServiceError> {
+        match self {
+            Self::Full => Ok(()),
+            Self::Delegated => Err(ServiceError::Forbidden(format!(
+                "{}: only a holder of memberd/admin (an API client with the admin capability) may do that",
+                what()
+            ))),
+        }
+    }
+}
+
+/// Modules that carry memberd's own authority: `memberd` and anything under it.
+pub fn is_reserved_module(module: &str) -> bool {
+    module == crate::service::auth::ADMIN_MODULE
+        || module
+            .strip_prefix(crate::service::auth::ADMIN_MODULE)
+            .is_some_and(|rest| rest.starts_with([':', '.', '/']))
 }
 
 impl From<StoreError> for ServiceError {

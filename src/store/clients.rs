@@ -12,7 +12,7 @@ use crate::model::{ApiClient, ClientStatus};
 macro_rules! client_columns {
     () => {
         "client_key, name, api_key_hash, status, expires_at, allowed_origins, allowed_ips, \
-         allowed_paths, rate_limit_per_minute, created_at, last_used_at"
+         allowed_paths, rate_limit_per_minute, capabilities, created_at, last_used_at"
     };
 }
 
@@ -21,7 +21,7 @@ impl Store {
         const SQL: &str = concat!(
             "INSERT INTO api_clients (",
             client_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (client_key) DO NOTHING"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (client_key) DO NOTHING"
         );
         let row = ClientRow::from(client);
         let mut after = client_settings(client);
@@ -40,6 +40,7 @@ impl Store {
                 .bind(&row.allowed_ips)
                 .bind(&row.allowed_paths)
                 .bind(row.rate_limit_per_minute)
+                .bind(&row.capabilities)
                 .bind(row.created_at)
                 .bind(row.last_used_at)
                 .execute(&mut *tx)
@@ -150,7 +151,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(
                 "UPDATE api_clients SET name = $2, expires_at = $3, allowed_origins = $4, allowed_ips = $5, \
-                 allowed_paths = $6, rate_limit_per_minute = $7 WHERE client_key = $1",
+                 allowed_paths = $6, rate_limit_per_minute = $7, capabilities = $8 WHERE client_key = $1",
             )
             .bind(&row.client_key)
             .bind(&row.name)
@@ -159,6 +160,7 @@ impl Store {
             .bind(&row.allowed_ips)
             .bind(&row.allowed_paths)
             .bind(row.rate_limit_per_minute)
+            .bind(&row.capabilities)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -197,5 +199,6 @@ fn client_settings(client: &ApiClient) -> serde_json::Value {
         "allowed_ips": client.allowed_ips,
         "allowed_paths": client.allowed_paths,
         "rate_limit_per_minute": client.rate_limit_per_minute,
+        "capabilities": client.capabilities,
     })
 }

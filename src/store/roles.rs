@@ -17,7 +17,8 @@ use super::{
 };
 use crate::audit::Event;
 use crate::model::{
-    AuthentikSub, Revision, Role, RoleAssignment, RoleName, RolePermission, Scope, UserId,
+    AssignmentSource, AuthentikSub, Revision, Role, RoleAssignment, RoleName, RolePermission,
+    Scope, UserId,
 };
 
 /// The role's id, or `NotFound` from the enclosing function (rolling back).
@@ -309,19 +310,33 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Records that `source` holds the assignment; the policy changes only
+    /// when no source held it before.
     pub async fn assign_role(
         &self,
+        source: AssignmentSource,
         sub: &AuthentikSub,
         assignment: &RoleAssignment,
     ) -> Result<(UserId, ChangeOutcome)> {
         let at = now();
         let id = Uuid::new_v4();
+        let by_admin = source == AssignmentSource::Admin;
+        let hold: &str = match source {
+            AssignmentSource::Admin => {
+                "UPDATE role_assignments SET held_by_admin = TRUE \
+                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
+            }
+            AssignmentSource::Scim => {
+                "UPDATE role_assignments SET held_by_scim = TRUE \
+                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
+            }
+        };
         let outcome = on_pool!(self, |pool| {
             let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
             let role_id = role_id!(tx, assignment.role);
             let inserted = sqlx::query(
-                "INSERT INTO role_assignments (id, user_id, role_id, scope_type, scope_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, role_id, scope_type, scope_id) DO NOTHING",
+                "INSERT INTO role_assignments (id, user_id, role_id, scope_type, scope_id, created_at, held_by_admin, held_by_scim) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, role_id, scope_type, scope_id) DO NOTHING",
             )
             .bind(id)
             .bind(user_id.0)
@@ -329,6 +344,8 @@ impl Store {
             .bind(assignment.scope.scope_type.as_str())
             .bind(assignment.scope.scope_id.as_str())
             .bind(at)
+            .bind(by_admin)
+            .bind(!by_admin)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -348,30 +365,63 @@ impl Store {
             }
             (
                 user_id,
+                role_id,
                 ChangeOutcome {
                     changed: inserted,
                     revision: Revision(finish_change!(tx, revision, inserted)),
                 },
             )
         });
-        Ok(outcome)
+        let (user_id, role_id, outcome) = outcome;
+        if !outcome.changed {
+            // Held already, by another source: this one holds it too. No
+            // policy change, so no revision.
+            on_pool!(self, |pool| {
+                sqlx::query(hold)
+                    .bind(user_id.0)
+                    .bind(role_id)
+                    .bind(assignment.scope.scope_type.as_str())
+                    .bind(assignment.scope.scope_id.as_str())
+                    .execute(pool)
+                    .await?;
+            });
+        }
+        Ok((user_id, outcome))
     }
 
+    /// Records that `source` no longer holds the assignment; it goes when no
+    /// source holds it any more.
     pub async fn unassign_role(
         &self,
+        source: AssignmentSource,
         sub: &AuthentikSub,
         assignment: &RoleAssignment,
     ) -> Result<(UserId, ChangeOutcome)> {
+        let release: &str = match source {
+            AssignmentSource::Admin => {
+                "UPDATE role_assignments SET held_by_admin = FALSE \
+                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
+            }
+            AssignmentSource::Scim => {
+                "UPDATE role_assignments SET held_by_scim = FALSE \
+                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
+            }
+        };
         let outcome = on_pool!(self, |pool| {
             let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
             let role_id = role_id!(tx, assignment.role);
             let deleted = sqlx::query(
-                "DELETE FROM role_assignments WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4",
+                "DELETE FROM role_assignments WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4 \
+                 AND (held_by_admin = $5 OR NOT held_by_admin) AND (held_by_scim = $6 OR NOT held_by_scim)",
             )
             .bind(user_id.0)
             .bind(role_id)
             .bind(assignment.scope.scope_type.as_str())
             .bind(assignment.scope.scope_id.as_str())
+            // Gone when no other source holds it: $5/$6 is TRUE for the
+            // source letting go, so only the other's flag can keep the row.
+            .bind(source == AssignmentSource::Admin)
+            .bind(source == AssignmentSource::Scim)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -386,13 +436,27 @@ impl Store {
             }
             (
                 user_id,
+                role_id,
                 ChangeOutcome {
                     changed: deleted,
                     revision: Revision(finish_change!(tx, revision, deleted)),
                 },
             )
         });
-        Ok(outcome)
+        let (user_id, role_id, outcome) = outcome;
+        if !outcome.changed {
+            // Still held by another source (or not at all): this one lets go.
+            on_pool!(self, |pool| {
+                sqlx::query(release)
+                    .bind(user_id.0)
+                    .bind(role_id)
+                    .bind(assignment.scope.scope_type.as_str())
+                    .bind(assignment.scope.scope_id.as_str())
+                    .execute(pool)
+                    .await?;
+            });
+        }
+        Ok((user_id, outcome))
     }
 
     /// Every role with its parents and permissions, by name.

@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::model::{
-    Action, ApiClient, AuthentikSub, ClientName, ClientStatus, DisplayName, Effect, Email, Grant,
-    Module, Origin, ParseError, PathPattern, Permission, Revision, Role, RoleAssignment, RoleName,
-    RolePermission, Scope, ScopeId, ScopeType, User, UserId,
+    Action, ApiClient, AuthentikSub, Capability, ClientName, ClientStatus, DisplayName, Effect,
+    Email, Grant, Module, Origin, ParseError, PathPattern, Permission, Revision, Role,
+    RoleAssignment, RoleName, RolePermission, Scope, ScopeId, ScopeType, User, UserId,
 };
 
 pub(super) fn corrupt(what: &str) -> impl FnOnce(ParseError) -> StoreError + '_ {
@@ -108,6 +108,7 @@ pub(super) struct ClientRow {
     pub allowed_ips: String,
     pub allowed_paths: String,
     pub rate_limit_per_minute: Option<i32>,
+    pub capabilities: String,
     pub created_at: OffsetDateTime,
     pub last_used_at: Option<OffsetDateTime>,
 }
@@ -147,6 +148,7 @@ impl From<&ApiClient> for ClientRow {
             rate_limit_per_minute: c
                 .rate_limit_per_minute
                 .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            capabilities: to_json(&c.capabilities),
             created_at: c.created_at,
             last_used_at: c.last_used_at,
         }
@@ -171,6 +173,7 @@ impl TryFrom<ClientRow> for ApiClient {
             rate_limit_per_minute: row
                 .rate_limit_per_minute
                 .and_then(|n| u32::try_from(n).ok()),
+            capabilities: from_json("capabilities", &row.capabilities, |s| Capability::parse(&s))?,
             client_key: row.client_key,
             api_key_hash: row.api_key_hash,
             expires_at: row.expires_at,

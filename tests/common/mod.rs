@@ -14,7 +14,7 @@ use memberd::app::Application;
 use memberd::authn::Secret;
 use memberd::authn::api_key::HashAlgorithm;
 use memberd::config::Settings;
-use memberd::model::ClientName;
+use memberd::model::{Capability, ClientName};
 use memberd::service::clients::{ClientAdmin, KeyHasher, NewClient};
 use memberd::store::Store;
 use sqlx::Connection;
@@ -192,6 +192,9 @@ pub fn new_client(name: &str) -> NewClient {
         allowed_paths: vec![],
         expires_at: None,
         rate_limit_per_minute: None,
+        // The suites drive every admin route; narrower clients are made
+        // where a test is about capabilities.
+        capabilities: vec![Capability::Admin],
         hash: HashAlgorithm::Sha256,
     }
 }
