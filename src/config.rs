@@ -295,9 +295,18 @@ pub struct SettingsArgs {
     /// The provider's JWKS, when there is no discovery.
     #[arg(long, env = "MEMBERD_OIDC_JWKS_URL", global = true, value_name = "URL")]
     pub oidc_jwks_url: Option<String>,
-    /// The `aud` provider tokens must carry [default: not checked].
+    /// The `aud` provider tokens must carry; required unless
+    /// MEMBERD_OIDC_ALLOW_ANY_AUDIENCE=true.
     #[arg(long, env = "MEMBERD_OIDC_AUDIENCE", global = true, value_name = "AUD")]
     pub oidc_audience: Option<String>,
+    /// Accept provider tokens whatever their `aud` (not recommended: a token
+    /// the provider issued to any other application would open memberd).
+    #[arg(long, env = "MEMBERD_OIDC_ALLOW_ANY_AUDIENCE", global = true)]
+    pub oidc_allow_any_audience: bool,
+    /// With MEMBERD_OIDC_JWKS_URL and no MEMBERD_OIDC_ISSUER: accept tokens
+    /// whatever their `iss` (not recommended).
+    #[arg(long, env = "MEMBERD_OIDC_ALLOW_ANY_ISSUER", global = true)]
+    pub oidc_allow_any_issuer: bool,
     /// Accepted algorithms [default: RS256,ES256,EdDSA,PS256; never none or HMAC].
     #[arg(
         long = "oidc-algorithm",
@@ -536,14 +545,38 @@ impl SettingsArgs {
             .filter(|s| !s.trim().is_empty());
         let oidc = if oidc_issuer.is_some() || oidc_jwks_url.is_some() {
             let names = flags_or_file(self.oidc_algorithms.clone(), file.oidc_algorithms);
+            let audience = self
+                .oidc_audience
+                .clone()
+                .or(file.oidc_audience)
+                .filter(|s| !s.trim().is_empty());
+            // Issuer and audience checks are on unless turned off by name:
+            // without them any token the provider signed, for any
+            // application or from any tenant sharing its keys, would do.
+            if oidc_issuer.is_none() {
+                anyhow::ensure!(
+                    self.oidc_allow_any_issuer,
+                    "MEMBERD_OIDC_JWKS_URL is set without MEMBERD_OIDC_ISSUER: set the issuer provider tokens must carry, \
+                     or MEMBERD_OIDC_ALLOW_ANY_ISSUER=true to accept any"
+                );
+                tracing::warn!(
+                    "provider tokens are accepted from any issuer (MEMBERD_OIDC_ALLOW_ANY_ISSUER)"
+                );
+            }
+            if audience.is_none() {
+                anyhow::ensure!(
+                    self.oidc_allow_any_audience,
+                    "MEMBERD_OIDC_AUDIENCE is not set: set the audience provider tokens must carry (memberd's client id at the provider), \
+                     or MEMBERD_OIDC_ALLOW_ANY_AUDIENCE=true to accept any"
+                );
+                tracing::warn!(
+                    "provider tokens are accepted for any audience (MEMBERD_OIDC_ALLOW_ANY_AUDIENCE)"
+                );
+            }
             Some(OidcSettings {
                 issuer: oidc_issuer,
                 jwks_url: oidc_jwks_url,
-                audience: self
-                    .oidc_audience
-                    .clone()
-                    .or(file.oidc_audience)
-                    .filter(|s| !s.trim().is_empty()),
+                audience,
                 algorithms: OidcSettings::parse_algorithms(&names)
                     .map_err(|e| anyhow::anyhow!("oidc_algorithms: {e}"))?,
                 leeway: Duration::from_secs(

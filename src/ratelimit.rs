@@ -27,6 +27,21 @@ redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.ceil((nxt - now)
 return 0
 ";
 
+/// The part of an address a per-address throttle counts. An IPv6 client
+/// is given a whole /64 (often far more) and may rotate through it freely,
+/// so a /64 is one client; IPv4 addresses count one by one. Text that is no
+/// address counts as itself.
+pub fn address_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let net = ipnet::Ipv6Net::new(v6, 64).expect("64 is a valid prefix length");
+            net.trunc().to_string()
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
 /// Where limits are counted.
 #[derive(Clone)]
 pub enum Limits {
@@ -131,6 +146,18 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        assert_eq!(address_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(address_key("2001:db8:1:2:bbbb::2"), "2001:db8:1:2::/64");
+        assert_ne!(
+            address_key("2001:db8:1:3::1"),
+            address_key("2001:db8:1:2::1")
+        );
+        assert_eq!(address_key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(address_key("::ffff:192.0.2.7"), "192.0.2.7");
+    }
 
     #[test]
     fn allows_a_burst_of_the_limit_then_refuses() {

@@ -468,14 +468,33 @@ async fn trusted_proxies_forward_the_caller_address() {
         }
         request.send()
     };
+    // The right-most hop our proxies did not write is the caller; hops to
+    // its left are whatever the caller sent (issue 13, finding 5: the first
+    // hop was believed, so `X-Forwarded-For: <allowed>, <real>` got in).
     assert_eq!(
-        send(Some("203.0.113.7, 10.0.0.1")).await.unwrap().status(),
+        send(Some("10.0.0.1, 203.0.113.7")).await.unwrap().status(),
         StatusCode::CREATED
     );
     assert_eq!(
-        send(Some("10.0.0.1, 203.0.113.7")).await.unwrap().status(),
+        send(Some("203.0.113.7, 10.0.0.1")).await.unwrap().status(),
         StatusCode::FORBIDDEN,
-        "first hop only"
+        "a forged first hop is not believed"
+    );
+    assert_eq!(
+        send(Some("10.9.9.9, 203.0.113.7, 127.0.0.5"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK,
+        "hops written by trusted proxies are skipped (granted already: 200)"
+    );
+    assert_eq!(
+        send(Some("203.0.113.7, not-an-address"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN,
+        "an unparseable hop ends the walk at the proxy"
     );
     assert_eq!(send(None).await.unwrap().status(), StatusCode::FORBIDDEN);
 }

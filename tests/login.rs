@@ -457,9 +457,60 @@ async fn wrong_codes_count_towards_the_lockout(kind) {
         let response = f.post_json("/auth/login/totp", json!({"mfa_token": mfa, "code": format!("00000{i}")})).await;
         codes.push(error_code(response).await);
     }
-    // The password step took one attempt, so four wrong codes reach the limit of five.
-    assert_eq!(&codes[..4], ["invalid_code"; 4], "{codes:?}");
-    assert!(codes[4..].iter().all(|c| c == "too_many_attempts"), "{codes:?}");
+    // A right password is no failure: five wrong codes reach the limit of five.
+    assert_eq!(&codes[..5], ["invalid_code"; 5], "{codes:?}");
+    assert!(codes[5..].iter().all(|c| c == "too_many_attempts"), "{codes:?}");
+}
+
+// Regression (issue 13, finding 10): logins waiting at the TOTP step counted
+// as failures, so five right passwords without a code locked the account.
+async fn logins_waiting_for_the_code_do_not_lock_the_account(kind) {
+    let Some(f) = fixture(kind, |_| {}).await else { return };
+    f.account("lena").await;
+    let tokens = f.tokens("lena").await;
+    let (secret, _) = enrol_totp(&f, &tokens).await;
+    for _ in 0..7 {
+        let body: Value = f.login("lena", PASSWORD).await.json().await.unwrap();
+        assert_eq!(body["mfa_required"], true, "{body}");
+    }
+    let mfa = mfa_challenge(&f, "lena").await;
+    let code = Totp::default().code_at(&secret, now() + 30);
+    let response = f.post_json("/auth/login/totp", json!({"mfa_token": mfa, "code": code})).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+}
+
+// Regression (issue 13, finding 7): an account disabled after its password
+// step finished the TOTP step with the old mfa_token and got a session.
+async fn a_disabled_account_cannot_finish_the_totp_step(kind) {
+    let Some(f) = fixture(kind, |_| {}).await else { return };
+    f.account("otto").await;
+    let tokens = f.tokens("otto").await;
+    let (secret, _) = enrol_totp(&f, &tokens).await;
+    let mfa = mfa_challenge(&f, "otto").await;
+    let disabled = f.admin_request(Method::POST, "/admin/accounts/otto/disable").send().await.unwrap();
+    assert_eq!(disabled.status(), StatusCode::NO_CONTENT);
+    let code = Totp::default().code_at(&secret, now() + 30);
+    let response = f.post_json("/auth/login/totp", json!({"mfa_token": mfa, "code": code})).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+// Regression (issue 13, finding 9): `/auth/password` answered 403 to any
+// number of wrong current passwords: an oracle for a stolen session.
+async fn wrong_current_passwords_are_throttled_and_audited(kind) {
+    let Some(f) = fixture(kind, |_| {}).await else { return };
+    f.account("pia").await;
+    let tokens = f.tokens("pia").await;
+    let mut codes = Vec::new();
+    for _ in 0..7 {
+        let wrong = f.bearer(Method::POST, "/auth/password", &tokens)
+            .json(&json!({"current_password": "not the right one", "new_password": "a brand new passphrase"}))
+            .send().await.unwrap();
+        codes.push(error_code(wrong).await);
+    }
+    assert_eq!(&codes[..5], ["wrong_password"; 5], "{codes:?}");
+    assert!(codes[5..].iter().all(|c| c == "too_many_attempts"), "{codes:?}");
+    let audited = f.audited("account:pia").await;
+    assert!(audited.iter().filter(|a| *a == "login.failure").count() >= 5, "{audited:?}");
 }
 
 async fn refresh_rotates_and_a_reused_token_revokes_the_session(kind) {
@@ -542,9 +593,13 @@ async fn disabling_a_user_ends_every_session(kind) {
     assert_eq!(error_code(f.login("mona", PASSWORD).await).await, "invalid_credentials");
     f.admin_request(Method::POST, "/admin/accounts/mona/enable").send().await.unwrap();
     let c = f.tokens("mona").await;
-    // Disabled through the directory (another system's upsert), too.
+    // Disabled as a user, by subject, too. Another system's upsert may not
+    // reach a local account's subject (issue 13: the namespace is memberd's).
     let upsert = f.app.upsert(json!({"authentik_sub": "local:mona", "is_active": false})).await;
-    assert_eq!(upsert.status(), StatusCode::OK);
+    assert_eq!(upsert.status(), StatusCode::FORBIDDEN);
+    assert_eq!(f.me_status(&c).await, StatusCode::OK);
+    let disabled = f.admin_request(Method::POST, "/admin/users/local:mona/disable").send().await.unwrap();
+    assert_eq!(disabled.status(), StatusCode::OK);
     assert_eq!(f.me_status(&c).await, StatusCode::UNAUTHORIZED);
 }
 

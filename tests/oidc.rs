@@ -466,3 +466,50 @@ async fn a_linked_identity_opens_the_same_user() {
         .unwrap();
     assert_eq!(listed["identities"].as_array().unwrap().len(), 1);
 }
+
+/// Regression (issue 13, finding 8): a provider token whose subject is a
+/// local account's opened `/me` as that operator and rewrote its email.
+#[tokio::test]
+async fn provider_subjects_never_land_on_operators_or_other_issuers_users() {
+    let Some(f) = fixture().await else { return };
+    let creds = f.app.create_client().await;
+    let created = f
+        .app
+        .admin(&creds, "/admin/accounts")
+        .json(&json!({"username": "root", "password": "a long and unusual passphrase 42", "admin": true, "must_change_password": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let root = memberd::model::AuthentikSub::parse("local:root").unwrap();
+    let before = f.app.store.user_by_sub(&root).await.unwrap().unwrap();
+
+    let forged = f.me(&f.rsa.sign(&f.claims("local:root"))).await;
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(forged).await, "invalid_token");
+    let after = f.app.store.user_by_sub(&root).await.unwrap().unwrap();
+    assert_eq!(
+        after.email, before.email,
+        "the operator's email is untouched"
+    );
+
+    // A user linked to another issuer is not this provider's to speak for.
+    f.app.upsert(json!({"authentik_sub": "carol"})).await;
+    let linked = f
+        .app
+        .admin(&creds, "/admin/users/carol/identities")
+        .json(&json!({"issuer": "https://other-idp.example", "subject": "carol"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(linked.status(), StatusCode::CREATED);
+    let other = f.me(&f.rsa.sign(&f.claims("carol"))).await;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+
+    // A plain directory user (upserted by subject) is still found on first sight.
+    f.app.upsert(json!({"authentik_sub": "dave"})).await;
+    assert_eq!(
+        f.me(&f.rsa.sign(&f.claims("dave"))).await.status(),
+        StatusCode::OK
+    );
+}

@@ -56,7 +56,7 @@ async fn upsert_by_sub(
     State(state): State<AppState>,
     JsonBody(upsert): JsonBody<UserUpsert>,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(state.auth.upsert_user(&upsert).await?))
+    Ok(Json(state.auth.upsert_external_user(&upsert).await?))
 }
 
 /// Changes whenever the user's snapshot may have: the user's revision moves

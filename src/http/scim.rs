@@ -21,11 +21,13 @@ use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody, client_info};
 use super::openapi::{Api, Auth, Doc};
 use crate::authn::Secret;
+use crate::model::Capability;
 use crate::model::{
-    AuthentikSub, DisplayName, Email, RoleAssignment, RoleName, Scope, ScopeId, UserId, UserUpsert,
+    ApiClient, AssignmentSource, AuthentikSub, DisplayName, Email, RoleAssignment, RoleName, Scope,
+    ScopeId, UserId, UserUpsert,
 };
-use crate::service::ServiceError;
-use crate::service::clients::{ClientRequest, Freshness};
+use crate::service::clients::{ClientAuthError, ClientRequest, Freshness};
+use crate::service::{Authority, ServiceError};
 use crate::store::{ScimFilter, ScimGroupRow, ScimUserRow, StoreError};
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -146,8 +148,8 @@ fn scim_json(status: StatusCode, body: Value) -> Response {
     response
 }
 
-/// An API client presenting `Bearer CLIENT_KEY:API_KEY`.
-struct ScimCaller;
+/// An API client presenting `Bearer CLIENT_KEY:API_KEY`, given `scim`.
+struct ScimCaller(ApiClient);
 
 impl FromRequestParts<AppState> for ScimCaller {
     type Rejection = ScimError;
@@ -176,13 +178,17 @@ impl FromRequestParts<AppState> for ScimCaller {
             origin: None,
             ip,
             path: parts.uri.path(),
+            needs: Capability::Scim,
         };
         match state
             .client_auth
             .authenticate(request, Freshness::Strict)
             .await
         {
-            Ok(_) => Ok(ScimCaller),
+            Ok(client) => Ok(ScimCaller(client)),
+            Err(e @ ClientAuthError::MissingCapability(_)) => {
+                Err(ScimError::new(StatusCode::FORBIDDEN, None, e.to_string()))
+            }
             Err(e) => Err(ScimError::new(
                 StatusCode::UNAUTHORIZED,
                 None,
@@ -325,26 +331,67 @@ fn user_id(raw: &str) -> Result<UserId, ScimError> {
         .map_err(|_| ScimError::not_found())
 }
 
-async fn load(state: &AppState, id: UserId) -> Result<ScimUserRow, ScimError> {
-    state
+/// A user this client provisioned. Others' users do not exist for it (404),
+/// so a SCIM client can neither read nor change them. A user provisioned
+/// before ownership was recorded is adopted by the first client to touch
+/// it, unless it is an operator of memberd.
+async fn load(state: &AppState, client: &ApiClient, id: UserId) -> Result<ScimUserRow, ScimError> {
+    let row = state
         .store
         .scim_user(id)
         .await?
-        .ok_or_else(ScimError::not_found)
+        .ok_or_else(ScimError::not_found)?;
+    match &row.client_key {
+        Some(owner) if *owner == client.client_key => Ok(row),
+        Some(_) => Err(ScimError::not_found()),
+        None => {
+            let sub = AuthentikSub::parse(row.authentik_sub.clone())
+                .map_err(|_| ScimError::not_found())?;
+            state
+                .auth
+                .guard_operator(Authority::Delegated, &sub)
+                .await
+                .map_err(|_| ScimError::not_found())?;
+            Ok(row)
+        }
+    }
 }
 
-/// Writes the fields to the user (and signs a deactivated user out).
+/// Writes the fields to the user (and signs a deactivated user out). The
+/// SCIM record goes first: a userName another user has is refused (409)
+/// before anything of the user changes.
 async fn save(
     state: &AppState,
+    client: &ApiClient,
+    existing: Option<UserId>,
     sub: AuthentikSub,
     fields: &UserFields,
     user_name: &str,
 ) -> Result<UserId, ScimError> {
-    let user = state.auth.upsert_user(&fields.upsert(sub)?).await?;
-    state
-        .store
-        .put_scim_user(user.id, user_name, fields.external_id.as_deref())
-        .await?;
+    let upsert = fields.upsert(sub)?;
+    if let Some(id) = existing {
+        state
+            .store
+            .put_scim_user(
+                &client.client_key,
+                id,
+                user_name,
+                fields.external_id.as_deref(),
+            )
+            .await?;
+    }
+    let user = state.auth.upsert_user(&upsert).await?;
+    if existing.is_none() {
+        state
+            .store
+            .put_scim_user(
+                &client.client_key,
+                user.id,
+                user_name,
+                fields.external_id.as_deref(),
+            )
+            .await?;
+    }
     Ok(user.id)
 }
 
@@ -356,7 +403,7 @@ fn host(headers: &axum::http::HeaderMap) -> Option<String> {
 }
 
 async fn create_user(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     body: Bytes,
@@ -370,7 +417,7 @@ async fn create_user(
         .ok_or_else(|| ScimError::bad("invalidValue", "userName is required"))?;
     if state
         .store
-        .scim_users(&ScimFilter::UserName(user_name.clone()), 0, 1)
+        .scim_users(None, &ScimFilter::UserName(user_name.clone()), 0, 1)
         .await?
         .0
         > 0
@@ -389,8 +436,17 @@ async fn create_user(
         .unwrap_or_else(|| user_name.clone());
     let sub =
         AuthentikSub::parse(sub_text).map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
-    let id = save(&state, sub, &fields, &user_name).await?;
-    let row = load(&state, id).await?;
+    // A SCIM client provisions new users only: it never takes over one that
+    // exists (an operator, a user another client or a provider made).
+    if sub.is_reserved() || state.store.user_by_sub(&sub).await?.is_some() {
+        return Err(ScimError::new(
+            StatusCode::CONFLICT,
+            Some("uniqueness"),
+            "a user with this externalId exists",
+        ));
+    }
+    let id = save(&state, &client, None, sub, &fields, &user_name).await?;
+    let row = load(&state, &client, id).await?;
     Ok(scim_json(
         StatusCode::CREATED,
         user_json(&row, &base_url(host(&headers).as_deref(), &state)),
@@ -398,12 +454,12 @@ async fn create_user(
 }
 
 async fn get_user(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ScimError> {
-    let row = load(&state, user_id(&id)?).await?;
+    let row = load(&state, &client, user_id(&id)?).await?;
     Ok(user_response(&state, &headers, &row))
 }
 
@@ -444,7 +500,7 @@ fn parse_filter(filter: Option<&str>) -> Result<ScimFilter, ScimError> {
 }
 
 async fn list_users(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
@@ -464,7 +520,7 @@ async fn list_users(
     let count = number("count", 100)?.clamp(0, MAX_PAGE);
     let (total, rows) = state
         .store
-        .scim_users(&filter, start_index - 1, count)
+        .scim_users(Some(&client.client_key), &filter, start_index - 1, count)
         .await?;
     let base = base_url(host(&headers).as_deref(), &state);
     let resources: Vec<Value> = rows.iter().map(|r| user_json(r, &base)).collect();
@@ -485,29 +541,29 @@ fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Respons
 }
 
 async fn replace_user(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    let row = load(&state, user_id(&id)?).await?;
+    let row = load(&state, &client, user_id(&id)?).await?;
     let mut fields = UserFields::default();
     fields.absorb(&parse_body(&body)?)?;
     // A replace without `active` leaves the user active (RFC 7643's default).
     fields.active.get_or_insert(true);
-    let row = update(&state, &row, &fields).await?;
+    let row = update(&state, &client, &row, &fields).await?;
     Ok(user_response(&state, &headers, &row))
 }
 
 async fn patch_user(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    let row = load(&state, user_id(&id)?).await?;
+    let row = load(&state, &client, user_id(&id)?).await?;
     let body = parse_body(&body)?;
     if !body["schemas"]
         .as_array()
@@ -553,7 +609,7 @@ async fn patch_user(
             Some(path) => fields.set(path, value)?,
         }
     }
-    let row = update(&state, &row, &fields).await?;
+    let row = update(&state, &client, &row, &fields).await?;
     Ok(user_response(&state, &headers, &row))
 }
 
@@ -561,6 +617,7 @@ async fn patch_user(
 /// and reads it back.
 async fn update(
     state: &AppState,
+    client: &ApiClient,
     row: &ScimUserRow,
     fields: &UserFields,
 ) -> Result<ScimUserRow, ScimError> {
@@ -570,8 +627,9 @@ async fn update(
         .unwrap_or_else(|| row.user_name.clone());
     let sub = AuthentikSub::parse(row.authentik_sub.clone())
         .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
-    save(state, sub, fields, &user_name).await?;
-    load(state, UserId(row.user_id)).await
+    let id = UserId(row.user_id);
+    save(state, client, Some(id), sub, fields, &user_name).await?;
+    load(state, client, id).await
 }
 
 fn user_response(state: &AppState, headers: &axum::http::HeaderMap, row: &ScimUserRow) -> Response {
@@ -583,17 +641,17 @@ fn user_response(state: &AppState, headers: &axum::http::HeaderMap, row: &ScimUs
 
 /// Deactivates the user: their grants and roles stay, their sessions end.
 async fn delete_user(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ScimError> {
-    let row = load(&state, user_id(&id)?).await?;
+    let row = load(&state, &client, user_id(&id)?).await?;
     let fields = UserFields {
         external_id: row.external_id.clone(),
         active: Some(false),
         ..UserFields::default()
     };
-    update(&state, &row, &fields).await?;
+    update(&state, &client, &row, &fields).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -688,7 +746,10 @@ pub fn group_routes() -> Api {
         .route(
             "/admin/scim/groups/{id}/role",
             axum::routing::put(link_group_role),
-            &[Doc::put("Link a SCIM group to a role (or null)", Admin)],
+            &[Doc::put(
+                "Link a SCIM group to a role (or null)",
+                Admin(Capability::Admin),
+            )],
         )
         .route(
             "/scim/v2/Groups/{id}",
@@ -742,10 +803,18 @@ async fn hold_role(
         return Ok(());
     };
     let assignment = everywhere(role).map_err(|e| ServiceError::Invalid(e.detail))?;
+    // The group was linked to the role by a holder of `admin`: membership
+    // carries the role on that authority, not the SCIM client's.
     if hold {
-        state.directory.assign_role(&sub, &assignment).await?;
+        state
+            .directory
+            .assign_role(Authority::Full, AssignmentSource::Scim, &sub, &assignment)
+            .await?;
     } else {
-        state.directory.unassign_role(&sub, &assignment).await?;
+        state
+            .directory
+            .unassign_role(Authority::Full, AssignmentSource::Scim, &sub, &assignment)
+            .await?;
     }
     Ok(())
 }
@@ -820,9 +889,15 @@ fn member_ids(value: &Value) -> Result<Vec<UserId>, ScimError> {
         .collect()
 }
 
-async fn existing_users(state: &AppState, ids: &[UserId]) -> Result<(), ScimError> {
+/// Members must be users this client provisioned: a group linked to a role
+/// must not become a way to give that role to anyone else (an operator).
+async fn existing_users(
+    state: &AppState,
+    client: &ApiClient,
+    ids: &[UserId],
+) -> Result<(), ScimError> {
     for id in ids {
-        if state.store.user_by_id(*id).await?.is_none() {
+        if load(state, client, *id).await.is_err() {
             return Err(ScimError::bad("invalidValue", format!("no user {}", id.0)));
         }
     }
@@ -832,10 +907,11 @@ async fn existing_users(state: &AppState, ids: &[UserId]) -> Result<(), ScimErro
 /// Makes the group's members exactly `wanted`.
 async fn set_members(
     state: &AppState,
+    client: &ApiClient,
     group: &ScimGroupRow,
     wanted: &[UserId],
 ) -> Result<(), ScimError> {
-    existing_users(state, wanted).await?;
+    existing_users(state, client, wanted).await?;
     let current: Vec<UserId> = state
         .store
         .scim_members(group.id)
@@ -853,7 +929,7 @@ async fn set_members(
 }
 
 async fn create_group(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     body: Bytes,
@@ -864,7 +940,7 @@ async fn create_group(
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| ScimError::bad("invalidValue", "displayName is required"))?;
     let members = member_ids(&body["members"])?;
-    existing_users(&state, &members).await?;
+    existing_users(&state, &client, &members).await?;
     let id = Uuid::new_v4();
     state
         .store
@@ -875,7 +951,7 @@ async fn create_group(
         .scim_group(id)
         .await?
         .ok_or_else(ScimError::not_found)?;
-    set_members(&state, &group, &members).await?;
+    set_members(&state, &client, &group, &members).await?;
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
         StatusCode::CREATED,
@@ -923,7 +999,7 @@ async fn list_groups(
 }
 
 async fn replace_group(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     Path(id): Path<String>,
@@ -939,7 +1015,7 @@ async fn replace_group(
         .store
         .rename_scim_group(group.id, &name, body["externalId"].as_str())
         .await?;
-    set_members(&state, &group, &member_ids(&body["members"])?).await?;
+    set_members(&state, &client, &group, &member_ids(&body["members"])?).await?;
     let group = load_group(&state, &id).await?;
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
@@ -965,7 +1041,7 @@ fn member_in_path(path: &str) -> Option<UserId> {
 }
 
 async fn patch_group(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     Path(id): Path<String>,
@@ -986,7 +1062,7 @@ async fn patch_group(
         match (op.as_str(), path) {
             ("add", p) if p.eq_ignore_ascii_case("members") => {
                 let ids = member_ids(value)?;
-                existing_users(&state, &ids).await?;
+                existing_users(&state, &client, &ids).await?;
                 for user in ids {
                     set_membership(&state, &group, user, true).await?;
                 }
@@ -1001,7 +1077,7 @@ async fn patch_group(
                 set_membership(&state, &group, user, false).await?;
             }
             ("replace", p) if p.eq_ignore_ascii_case("members") => {
-                set_members(&state, &group, &member_ids(value)?).await?;
+                set_members(&state, &client, &group, &member_ids(value)?).await?;
             }
             ("replace", p)
                 if p.eq_ignore_ascii_case("displayName")
@@ -1040,12 +1116,12 @@ async fn patch_group(
 
 /// Deletes the group; a linked role is taken from its members.
 async fn delete_group(
-    _: ScimCaller,
+    ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ScimError> {
     let group = load_group(&state, &id).await?;
-    set_members(&state, &group, &[]).await?;
+    set_members(&state, &client, &group, &[]).await?;
     state.store.delete_scim_group(group.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

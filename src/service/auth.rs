@@ -8,10 +8,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use super::ServiceError;
 use super::access::Subject;
 use super::directory::Directory;
 use super::sessions::SessionStore;
+use super::{Authority, ServiceError};
 use crate::audit::{Actor, Event};
 use crate::authn::Secret;
 use crate::authn::api_key::hex;
@@ -23,12 +23,12 @@ use crate::authn::tokens::{
 };
 use crate::authn::totp::{self, Totp, TotpSecret};
 use crate::model::{
-    Action, AuthentikSub, DisplayName, Effect, Email, LocalAccount, Module, RoleAssignment,
-    RoleName, RolePermission, Scope, ScopeId, Session, SessionId, User, UserId, UserUpsert,
-    Username,
+    Action, AssignmentSource, AuthentikSub, DisplayName, Effect, Email, LocalAccount, Module,
+    RoleAssignment, RoleName, RolePermission, Scope, ScopeId, Session, SessionId, User, UserId,
+    UserUpsert, Username,
 };
 use crate::ratelimit::Limits;
-use crate::store::{Attempt, RefreshOutcome, Store};
+use crate::store::{Attempt, RefreshOutcome, Store, StoreError};
 
 /// Whether a login must solve a captcha.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
@@ -368,7 +368,14 @@ impl Auth {
                     scope_id: ScopeId::parse("*").expect("a valid scope id"),
                 },
             };
-            self.directory.assign_role(&subject, &everywhere).await?;
+            self.directory
+                .assign_role(
+                    Authority::Full,
+                    AssignmentSource::Admin,
+                    &subject,
+                    &everywhere,
+                )
+                .await?;
         }
         tracing::info!(username = %new.username, user_id = %user.id, "local account created");
         self.store
@@ -382,6 +389,7 @@ impl Auth {
         match self
             .directory
             .create_role(
+                Authority::Full,
                 &name,
                 "memberd operators: every action on memberd itself",
                 &[],
@@ -398,7 +406,7 @@ impl Auth {
             scope: None,
         };
         self.directory
-            .set_role_permission(&name, &permission)
+            .set_role_permission(Authority::Full, &name, &permission)
             .await?;
         Ok(())
     }
@@ -441,13 +449,7 @@ impl Auth {
     ) -> Result<(), AuthError> {
         let account = self.account_of(principal.user_id).await?;
         self.check_policy(&new, &account.username)?;
-        if !self
-            .hasher
-            .verify(current, Some(account.password_hash))
-            .await?
-        {
-            return Err(AuthError::WrongPassword);
-        }
+        self.confirm_password(&account, current).await?;
         let hash = self.hasher.hash(new).await?;
         self.store
             .set_password(account.user_id, &hash, false)
@@ -463,6 +465,48 @@ impl Auth {
         Ok(())
     }
 
+    /// A signed-in user proves the password again (to change it, or their
+    /// second factor). Throttled and counted like a login, so a stolen
+    /// session is no password oracle: wrong answers lock the account, are
+    /// audited, and are refused before any hash runs once locked.
+    async fn confirm_password(
+        &self,
+        account: &LocalAccount,
+        password: Secret,
+    ) -> Result<(), AuthError> {
+        let key = account_key(&account.username);
+        let attempt = self.reserve(&key, self.settings.max_failures).await?;
+        if self
+            .hasher
+            .verify(password, Some(account.password_hash.clone()))
+            .await?
+        {
+            self.store.refund_attempt(&key).await?;
+            return Ok(());
+        }
+        self.store
+            .record_event(
+                Event::new("login.failure", login_target(&key))
+                    .after(serde_json::json!({"factor": "password", "step": "reauthentication"})),
+            )
+            .await?;
+        self.failed(&key, attempt, self.settings.max_failures)
+            .await?;
+        Err(AuthError::WrongPassword)
+    }
+
+    /// The upsert other systems make by subject: the `local:` namespace is
+    /// memberd's own accounts', changed through the accounts API only.
+    pub async fn upsert_external_user(&self, upsert: &UserUpsert) -> Result<User, ServiceError> {
+        if upsert.authentik_sub.is_reserved() {
+            return Err(ServiceError::Forbidden(format!(
+                "{} is a local account's subject: manage it under /admin/accounts",
+                upsert.authentik_sub
+            )));
+        }
+        self.upsert_user(upsert).await
+    }
+
     /// Creates or updates the user; one left disabled is signed out
     /// everywhere. Every path that can disable a user goes through here.
     pub async fn upsert_user(&self, upsert: &UserUpsert) -> Result<User, ServiceError> {
@@ -476,9 +520,11 @@ impl Auth {
     /// Enables or disables the user (an account's, or any) by subject.
     pub async fn set_user_active(
         &self,
+        authority: Authority,
         sub: AuthentikSub,
         active: bool,
     ) -> Result<User, ServiceError> {
+        self.guard_operator(authority, &sub).await?;
         self.upsert_user(&UserUpsert {
             authentik_sub: sub,
             email: None,
@@ -488,10 +534,93 @@ impl Auth {
         .await
     }
 
+    /// The user an identity provider's verified token names, created or
+    /// refreshed from its claims (an email or name memberd would refuse is
+    /// left out, not fatal).
+    ///
+    /// A provider identity resolves through `(issuer, subject)` first. An
+    /// unlinked one may land on the user whose subject equals its own only
+    /// when that user is not memberd's (a `local:` subject, a local
+    /// account) and is linked to no other issuer: a provider never speaks
+    /// for an operator, nor for another provider's user.
+    #[tracing::instrument(skip_all)]
+    pub async fn provider_user(
+        &self,
+        issuer: &str,
+        claims: crate::service::oidc::ExternalClaims,
+    ) -> Result<User, AuthError> {
+        let refused = || AuthError::InvalidToken;
+        let linked = match self.store.identity_user(issuer, &claims.sub).await? {
+            Some(id) => self.store.user_by_id(id).await?,
+            None => None,
+        };
+        let sub = match &linked {
+            Some(user) => user.authentik_sub.clone(),
+            None => {
+                let sub = AuthentikSub::parse(claims.sub.clone()).map_err(|_| refused())?;
+                if sub.is_reserved() {
+                    return Err(refused());
+                }
+                if let Some(existing) = self.store.user_by_sub(&sub).await? {
+                    let elsewhere = self
+                        .store
+                        .identities_of(existing.id)
+                        .await?
+                        .iter()
+                        .any(|i| i.issuer != issuer);
+                    if elsewhere || self.store.account_by_user(existing.id).await?.is_some() {
+                        return Err(refused());
+                    }
+                }
+                sub
+            }
+        };
+        let upsert = UserUpsert {
+            authentik_sub: sub,
+            email: claims.email.and_then(|e| Email::parse(e).ok()),
+            display_name: claims
+                .name
+                .or(claims.preferred_username)
+                .and_then(|n| DisplayName::parse(n).ok()),
+            is_active: None,
+        };
+        let user = self.directory.upsert_user(&upsert).await?;
+        if linked.is_none() {
+            match self.store.link_identity(issuer, &claims.sub, user.id).await {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(user)
+    }
+
+    /// The operators (users behind local accounts, or holding memberd's own
+    /// authority) are changed only by a holder of that authority: a client
+    /// allowed to disable users must not be able to lock the operators out.
+    pub async fn guard_operator(
+        &self,
+        authority: Authority,
+        sub: &AuthentikSub,
+    ) -> Result<(), ServiceError> {
+        if authority == Authority::Full {
+            return Ok(());
+        }
+        let Some(user) = self.store.user_by_sub(sub).await? else {
+            return Ok(());
+        };
+        let operator = self.store.account_by_user(user.id).await?.is_some()
+            || self.directory.engine().inspect_user_reaches(user.id);
+        if operator {
+            authority.require_full(|| format!("user {sub} is an operator of memberd"))?;
+        }
+        Ok(())
+    }
+
     /// Disables the user behind the account and ends every session of theirs.
     pub async fn set_active(&self, username: &Username, active: bool) -> Result<(), AuthError> {
         let account = self.account(username).await?;
-        self.set_user_active(account.subject, active).await?;
+        self.set_user_active(Authority::Full, account.subject, active)
+            .await?;
         Ok(())
     }
 
@@ -639,7 +768,10 @@ impl Auth {
         // An unparseable username is treated as unknown, not told apart.
         let username = Username::parse(request.username.clone()).ok();
         let user_key = account_key_raw(&request.username);
-        let ip_key = client.ip.as_deref().map(|ip| format!("ip:{ip}"));
+        let ip_key = client
+            .ip
+            .as_deref()
+            .map(|ip| format!("ip:{}", crate::ratelimit::address_key(ip)));
 
         if self.captcha_required(&user_key, ip_key.as_deref()).await? {
             self.check_captcha(
@@ -689,8 +821,9 @@ impl Auth {
             self.store.refund_attempt(key).await?;
         }
         if account.totp_enabled() {
-            // The username's failures stay counted until the second factor is
-            // right, so that codes cannot be guessed past the lockout.
+            // The password was right: this attempt is no failure. The TOTP
+            // step counts its own wrong codes toward the same lockout.
+            self.store.refund_attempt(&user_key).await?;
             let mfa_token = opaque_token("mfa_");
             let expires = unix(OffsetDateTime::now_utc()) + self.settings.mfa_ttl.as_secs() as i64;
             self.store
@@ -729,6 +862,10 @@ impl Auth {
             .await?
             .ok_or(AuthError::MfaTokenInvalid)?;
         let account = self.account_of(user_id).await?;
+        // Disabled between the password and the code: the challenge is dead.
+        if !account.is_active {
+            return Err(AuthError::MfaTokenInvalid);
+        }
         let key = account_key(&account.username);
         let attempt = self.reserve(&key, self.settings.max_failures).await?;
         if !self.second_factor(&account, code).await? {
@@ -1016,13 +1153,7 @@ impl Auth {
         if !account.totp_enabled() {
             return Err(AuthError::TotpNotEnabled);
         }
-        if !self
-            .hasher
-            .verify(password, Some(account.password_hash.clone()))
-            .await?
-        {
-            return Err(AuthError::WrongPassword);
-        }
+        self.confirm_password(&account, password).await?;
         if !self.second_factor(&account, code).await? {
             return Err(AuthError::InvalidCode);
         }

@@ -18,6 +18,8 @@ pub struct ScimUserRow {
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub is_active: bool,
+    /// The SCIM client that provisioned the user (None: before ownership).
+    pub client_key: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -34,7 +36,7 @@ macro_rules! scim_select {
     ($rest:literal) => {
         concat!(
             "SELECT s.user_id, s.user_name, s.external_id, u.authentik_sub, u.email, u.display_name, \
-             u.is_active, s.created_at, u.updated_at FROM scim_users s JOIN users u ON u.id = s.user_id ",
+             u.is_active, s.client_key, s.created_at, u.updated_at FROM scim_users s JOIN users u ON u.id = s.user_id ",
             $rest
         )
     };
@@ -50,9 +52,12 @@ impl Store {
         .await?))
     }
 
-    /// One page (`offset`, `limit`) of the matching users, by userName, and how many match.
+    /// One page (`offset`, `limit`) of the matching users, by userName, and
+    /// how many match; with `owner`, only that client's users (and those
+    /// provisioned before ownership).
     pub async fn scim_users(
         &self,
+        owner: Option<&str>,
         filter: &ScimFilter,
         offset: i64,
         limit: i64,
@@ -64,21 +69,25 @@ impl Store {
         };
         on_pool!(self, |pool| {
             let total: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM scim_users s WHERE ($1 = 0) \
-                 OR ($1 = 1 AND s.user_name_key = $2) OR ($1 = 2 AND s.external_id = $2)",
+                "SELECT COUNT(*) FROM scim_users s WHERE (($1 = 0) \
+                 OR ($1 = 1 AND s.user_name_key = $2) OR ($1 = 2 AND s.external_id = $2)) \
+                 AND (CAST($3 AS TEXT) IS NULL OR s.client_key = $3 OR s.client_key IS NULL)",
             )
             .bind(kind)
             .bind(&value)
+            .bind(owner)
             .fetch_one(pool)
             .await?;
             let rows = sqlx::query_as(scim_select!(
-                "WHERE ($1 = 0) OR ($1 = 1 AND s.user_name_key = $2) OR ($1 = 2 AND s.external_id = $2) \
+                "WHERE (($1 = 0) OR ($1 = 1 AND s.user_name_key = $2) OR ($1 = 2 AND s.external_id = $2)) \
+                 AND (CAST($5 AS TEXT) IS NULL OR s.client_key = $5 OR s.client_key IS NULL) \
                  ORDER BY s.user_name_key LIMIT $3 OFFSET $4"
             ))
             .bind(kind)
             .bind(&value)
             .bind(limit)
             .bind(offset)
+            .bind(owner)
             .fetch_all(pool)
             .await?;
             Ok((total, rows))
@@ -87,8 +96,10 @@ impl Store {
 
     /// Records (or changes) how the provider names the user; a userName
     /// another user has is `AlreadyExists`.
+    /// `owner` becomes the user's provisioning client if it has none.
     pub async fn put_scim_user(
         &self,
+        owner: &str,
         user: UserId,
         user_name: &str,
         external_id: Option<&str>,
@@ -96,15 +107,17 @@ impl Store {
         let at = now();
         let result = on_pool!(self, |pool| {
             sqlx::query(
-            "INSERT INTO scim_users (user_id, user_name, user_name_key, external_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) \
-             ON CONFLICT (user_id) DO UPDATE SET user_name = $2, user_name_key = $3, external_id = $4, updated_at = $5"
+            "INSERT INTO scim_users (user_id, user_name, user_name_key, external_id, created_at, updated_at, client_key) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6) \
+             ON CONFLICT (user_id) DO UPDATE SET user_name = $2, user_name_key = $3, external_id = $4, updated_at = $5, \
+             client_key = COALESCE(scim_users.client_key, $6)"
         )
         .bind(user.0)
         .bind(user_name)
         .bind(user_name.to_lowercase())
         .bind(external_id)
         .bind(at)
+        .bind(owner)
         .execute(pool)
         .await
         .map(|r| r.rows_affected())
