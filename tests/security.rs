@@ -304,3 +304,32 @@ async fn leaving_a_linked_group_keeps_a_role_an_administrator_assigned(app) {
 }
 
 }
+
+// Finding 13: NUL bytes answered 500 on PostgreSQL; they are the client's mistake.
+mod nul_bytes {
+    use super::*;
+
+    on_both_backends! { spawn_app;
+
+    async fn nul_bytes_are_a_400_wherever_they_come(app) {
+        let admin = app.create_client().await;
+        app.upsert(json!({"authentik_sub": "ada"})).await;
+        let r = post(&app, &admin, "/admin/permissions/grant",
+            json!({"authentik_sub": "ada", "scope_type": "org", "scope_id": "1\u{0}", "module": "billing", "action": "read"})).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error_code(r).await, "invalid_text");
+        let r = call(&app, &admin, Method::GET, "/admin/clients/mbc_%00x").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = call(&app, &admin, Method::PUT, "/admin/catalog/billing")
+            .json(&json!({"description": "bad\u{0}", "actions": ["read"]})).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let provisioner = client_with(&app, &[Capability::Scim], &[]).await;
+        let r = scim(&app, &provisioner, Method::POST, "/scim/v2/Users")
+            .body(json!({"userName": "a\u{0}b", "externalId": "x\u{0}", "displayName": "d\u{0}"}).to_string())
+            .send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(app.revision().await, 1, "nothing was written");
+    }
+
+    }
+}

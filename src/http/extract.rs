@@ -39,6 +39,18 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
+/// A JSON body whose strings hold a NUL (JSON can only carry one escaped,
+/// as `\u0000`): refused for every field at once, on both backends.
+pub fn json_carries_nul(body: &[u8]) -> bool {
+    body.windows(6).enumerate().any(|(i, w)| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && &w[2..] == b"0000"
+            // `\\u0000` is a backslash and the text "u0000", not a NUL.
+            && body[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
+}
+
 /// serde names a missing field only in its message: "missing field `x`".
 fn missing_field_name(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
@@ -72,6 +84,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     )
                 }
             })?;
+        if json_carries_nul(&bytes) {
+            return Err(super::middleware::nul_refused());
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let path = e.path().to_string();
@@ -386,6 +401,14 @@ mod tests {
         assert!(!with("text/plain"));
         assert!(!with("application/x-www-form-urlencoded"));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn escaped_nuls_are_found() {
+        assert!(json_carries_nul(br#"{"a":"x\u0000"}"#));
+        assert!(!json_carries_nul(br#"{"a":"x\\u0000"}"#));
+        assert!(json_carries_nul(br#"{"a":"x\\\u0000"}"#));
+        assert!(!json_carries_nul(br#"{"a":"x\u0001"}"#));
     }
 
     #[test]

@@ -61,12 +61,19 @@ pub async fn request_context(
         ip: caller_ip(&parts, &state).map(|ip| ip.to_string()),
         request_id: Some(id.clone()),
     };
+    let nul = carries_nul(parts.uri.path()) || parts.uri.query().is_some_and(carries_nul);
     let request = Request::from_parts(parts, body);
+    let handled = async move {
+        if nul {
+            return nul_refused().into_response();
+        }
+        next.run(request).await
+    };
 
     let mut response = REQUEST_ID
         .scope(
             id.clone(),
-            audit::scope(origin, next.run(request).instrument(span.clone())),
+            audit::scope(origin, handled.instrument(span.clone())),
         )
         .await;
 
@@ -84,6 +91,23 @@ pub async fn request_context(
     response
 }
 
+/// A NUL (`%00`) in a path or query: no text memberd keeps may hold one
+/// (PostgreSQL refuses it in text), so it is refused at the edge, once for
+/// every route, as the client's mistake.
+fn carries_nul(text: &str) -> bool {
+    text.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+}
+
+pub fn nul_refused() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "invalid_text",
+        "text may not contain NUL characters",
+    )
+}
+
 /// Turns a panic in a handler into the generic 500; the request id still applies.
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal(&"a handler panicked").into_response()
@@ -91,6 +115,14 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nul_escapes_are_found() {
+        assert!(super::carries_nul("/admin/clients/mbc_%00x"));
+        assert!(super::carries_nul("q=a%00"));
+        assert!(!super::carries_nul("/admin/users/a%20b"));
+        assert!(!super::carries_nul("/x/%0A"));
+    }
+
     #[test]
     fn only_plain_ids_are_kept() {
         assert!(super::is_sane("abc-123_x.y"));

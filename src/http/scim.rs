@@ -321,6 +321,12 @@ impl UserFields {
 }
 
 fn parse_body(bytes: &Bytes) -> Result<Value, ScimError> {
+    if super::extract::json_carries_nul(bytes) {
+        return Err(ScimError::bad(
+            "invalidValue",
+            "text may not contain NUL characters",
+        ));
+    }
     serde_json::from_slice(bytes)
         .map_err(|e| ScimError::bad("invalidSyntax", format!("malformed JSON: {e}")))
 }
