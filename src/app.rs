@@ -208,7 +208,11 @@ impl Application {
         let frontend_tokens = settings
             .frontend_secret
             .as_ref()
-            .map(|secret| FrontendTokens::new(secret, settings.frontend_cipher))
+            .map(|secret| {
+                FrontendTokens::new(secret, settings.frontend_cipher).map(|tokens| {
+                    tokens.with_max_lifetime(settings.frontend_token_max_lifetime.as_secs())
+                })
+            })
             .transpose()
             .context("MEMBERD_FRONTEND_SECRET")?
             .map(Arc::new);

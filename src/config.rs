@@ -79,6 +79,8 @@ pub struct Settings {
     /// Shared with front ends that embed pages and pass the user in an encrypted token.
     pub frontend_secret: Option<Secret>,
     pub frontend_cipher: FrontendCipher,
+    /// The longest an embedded token may claim to live.
+    pub frontend_token_max_lifetime: Duration,
     /// Paths where the user routes answer without any token (as anonymous).
     pub public_paths: Vec<PathPattern>,
     /// The identity provider whose bearer tokens `/me` accepts.
@@ -120,6 +122,9 @@ impl Settings {
             cookie_secure: true,
             frontend_secret: None,
             frontend_cipher: FrontendCipher::default(),
+            frontend_token_max_lifetime: Duration::from_secs(
+                crate::authn::frontend::DEFAULT_MAX_LIFETIME_SECONDS,
+            ),
             public_paths: Vec::new(),
             oidc: None,
             authentik: None,
@@ -280,6 +285,14 @@ pub struct SettingsArgs {
     /// How embedded tokens are encrypted [default: gcm].
     #[arg(long, env = "MEMBERD_FRONTEND_CIPHER", global = true, value_enum)]
     pub frontend_cipher: Option<FrontendCipher>,
+    /// The longest an embedded token may claim to live [default: 43200].
+    #[arg(
+        long,
+        env = "MEMBERD_FRONTEND_TOKEN_MAX_SECONDS",
+        global = true,
+        value_name = "SECONDS"
+    )]
+    pub frontend_token_max_seconds: Option<u64>,
     /// Path (glob) where user routes need no token; repeat or separate with commas.
     #[arg(
         long = "public-path",
@@ -644,6 +657,11 @@ impl SettingsArgs {
                 .frontend_cipher
                 .or(file.frontend_cipher)
                 .unwrap_or_default(),
+            frontend_token_max_lifetime: Duration::from_secs(
+                self.frontend_token_max_seconds
+                    .unwrap_or(crate::authn::frontend::DEFAULT_MAX_LIFETIME_SECONDS)
+                    .max(1),
+            ),
             public_paths,
             key_encryption_key,
             redis_url: self

@@ -325,6 +325,12 @@ async fn an_operator_does_the_daily_tasks_in_the_console() {
     browser.find("#totp-qr").await;
     browser.screenshot("02-totp-enrolment").await;
     browser
+        .type_into(
+            "form[aria-label='Confirm TOTP'] input[name=password]",
+            PASSWORD,
+        )
+        .await;
+    browser
         .type_into("input[name=code]", &totp_code(&secret, 0))
         .await;
     browser.press("main", "Turn on").await;

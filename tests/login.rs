@@ -220,7 +220,7 @@ async fn enrol_totp(f: &Fixture, tokens: &Value) -> (TotpSecret, Vec<String>) {
     let code = Totp::default().code_at(&secret, now());
     let confirmed = f
         .bearer(Method::POST, "/auth/totp/confirm", tokens)
-        .json(&json!({"code": code}))
+        .json(&json!({"password": PASSWORD, "code": code}))
         .send()
         .await
         .unwrap();

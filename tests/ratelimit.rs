@@ -90,7 +90,7 @@ async fn totp_codes_are_limited_per_user() {
         app.http
             .post(app.url("/auth/totp/confirm"))
             .bearer_auth(access)
-            .json(&json!({"code": "000000"}))
+            .json(&json!({"password": PASSWORD, "code": "000000"}))
     };
     let mut wrong = 0;
     loop {

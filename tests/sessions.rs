@@ -122,6 +122,30 @@ async fn refresh_rotates_slides_and_caps_at_the_absolute_end(f) {
     assert_eq!(f.sessions.refresh("nope", "r-x", later, later).await.unwrap(), RefreshOutcome::Invalid);
 }
 
+// Regression (issue 13, finding 6): on Redis a refresh read the session,
+// then wrote it back; a revoke landing between the two was undone.
+async fn a_refresh_racing_a_revoke_never_brings_the_session_back(f) {
+    let alice = f.user("alice").await;
+    for trial in 0..60 {
+        let at = now();
+        let token = format!("race-{trial}");
+        let session = f.session(alice, &token, at).await;
+        let (sessions, next) = (f.sessions.clone(), format!("race-{trial}-next"));
+        let refresh = tokio::spawn(async move {
+            sessions.refresh(&token, &next, at, at + Duration::hours(1)).await.unwrap()
+        });
+        let sessions = f.sessions.clone();
+        let revoke = tokio::spawn(async move { sessions.revoke(session.id, None).await.unwrap() });
+        refresh.await.unwrap();
+        assert!(revoke.await.unwrap(), "trial {trial}: the session existed");
+        assert_eq!(
+            f.sessions.active(session.id, at).await.unwrap(),
+            None,
+            "trial {trial}: a revoked session stays revoked"
+        );
+    }
+}
+
 async fn a_spent_token_revokes_its_session(f) {
     let alice = f.user("alice").await;
     let at = now();
@@ -137,7 +161,7 @@ async fn a_spent_token_revokes_its_session(f) {
 async fn of_two_racing_refreshes_with_one_token_one_wins(f) {
     let alice = f.user("alice").await;
     let at = now();
-    f.session(alice, "r-1", at).await;
+    let session = f.session(alice, "r-1", at).await;
     let (a, b) = tokio::join!(
         f.sessions.refresh("r-1", "r-a", at, at + Duration::hours(1)),
         f.sessions.refresh("r-1", "r-b", at, at + Duration::hours(1)),
@@ -145,7 +169,14 @@ async fn of_two_racing_refreshes_with_one_token_one_wins(f) {
     let outcomes = [a.unwrap(), b.unwrap()];
     let rotated = outcomes.iter().filter(|o| matches!(o, RefreshOutcome::Rotated(_))).count();
     let reused = outcomes.iter().filter(|o| matches!(o, RefreshOutcome::Reused(_))).count();
-    assert_eq!((rotated, reused), (1, 1), "{outcomes:?}");
+    let invalid = outcomes.iter().filter(|o| **o == RefreshOutcome::Invalid).count();
+    // One spends the token; the other is reuse, which ends the session. The
+    // spender answers Rotated, or Invalid when the reuse ended the session
+    // before its write (which must not bring the session back: finding 6).
+    assert_eq!(reused, 1, "{outcomes:?}");
+    assert_eq!(rotated + invalid, 1, "{outcomes:?}");
+    f.sessions.revoke(session.id, None).await.unwrap();
+    assert_eq!(f.sessions.active(session.id, at).await.unwrap(), None, "{outcomes:?}");
 }
 
 async fn revocation_respects_the_owner_and_can_take_them_all(f) {

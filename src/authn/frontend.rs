@@ -67,7 +67,14 @@ enum Keys {
 
 pub struct FrontendTokens {
     keys: Keys,
+    /// The longest a token may claim to live, in seconds from its opening:
+    /// a front end's clock or a leaked minting key must not yield tokens
+    /// good for years.
+    max_lifetime: i64,
 }
+
+/// [`FrontendTokens`]' default longest lifetime: a working day.
+pub const DEFAULT_MAX_LIFETIME_SECONDS: u64 = 12 * 3600;
 
 impl fmt::Debug for FrontendTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -99,7 +106,16 @@ impl FrontendTokens {
                 }
             }
         };
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            max_lifetime: DEFAULT_MAX_LIFETIME_SECONDS as i64,
+        })
+    }
+
+    /// Refuses tokens whose `exp` is more than `seconds` ahead.
+    pub fn with_max_lifetime(mut self, seconds: u64) -> Self {
+        self.max_lifetime = i64::try_from(seconds).unwrap_or(i64::MAX);
+        self
     }
 
     /// What a front end does; memberd uses it in tests and examples.
@@ -175,7 +191,10 @@ impl FrontendTokens {
         };
         let claims: FrontendClaims =
             serde_json::from_slice(&plain).map_err(|_| FrontendTokenError::Invalid)?;
-        if claims.exp <= now || claims.sub.is_empty() {
+        if claims.exp <= now
+            || claims.exp.saturating_sub(now) > self.max_lifetime
+            || claims.sub.is_empty()
+        {
             return Err(FrontendTokenError::Invalid);
         }
         Ok(claims)
@@ -217,6 +236,29 @@ mod tests {
                 "expired"
             );
         }
+    }
+
+    // Regression (issue 13, finding 14): a token expiring in 2200 opened.
+    #[test]
+    fn tokens_claiming_too_long_a_life_are_refused() {
+        let tokens = FrontendTokens::new(&secret(32), FrontendCipher::Gcm)
+            .unwrap()
+            .with_max_lifetime(3600);
+        let year_2200 = 7_258_118_400;
+        assert_eq!(
+            tokens.open(&tokens.seal(&claims(year_2200)), 1_000),
+            Err(FrontendTokenError::Invalid)
+        );
+        assert!(
+            tokens
+                .open(&tokens.seal(&claims(1_000 + 3600)), 1_000)
+                .is_ok()
+        );
+        assert!(
+            tokens
+                .open(&tokens.seal(&claims(1_000 + 3601)), 1_000)
+                .is_err()
+        );
     }
 
     #[test]

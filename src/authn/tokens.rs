@@ -51,7 +51,13 @@ pub fn decode_key_bytes(text: &str) -> Option<Vec<u8>> {
 /// Seals secrets at rest (signing keys, TOTP secrets) with AES-256-GCM.
 /// Each sealed value is bound to what it is (`aad`), so one cannot be
 /// swapped for another in the database.
-pub struct KeyEncryptionKey(LessSafeKey);
+pub struct KeyEncryptionKey {
+    sealing: LessSafeKey,
+    /// Keys digests of low-entropy secrets (recovery codes): derived from
+    /// the key-encryption key, so a copy of the database alone cannot test
+    /// guesses against them.
+    digests: aws_lc_rs::hmac::Key,
+}
 
 impl fmt::Debug for KeyEncryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,7 +73,22 @@ impl KeyEncryptionKey {
         }
         let key =
             UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| KeyError::BadKeyEncryptionKey)?;
-        Ok(Self(LessSafeKey::new(key)))
+        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes);
+        let digest_key = aws_lc_rs::hmac::sign(&derive, b"memberd keyed digests v1");
+        Ok(Self {
+            sealing: LessSafeKey::new(key),
+            digests: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, digest_key.as_ref()),
+        })
+    }
+
+    /// HMAC-SHA256 of `data` under a key derived from this one, bound to
+    /// `context`, as hex.
+    pub fn keyed_digest(&self, context: &str, data: &[u8]) -> String {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.digests);
+        ctx.update(context.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(data);
+        hex(ctx.sign().as_ref())
     }
 
     /// A new random key, and its text form for the configuration.
@@ -82,7 +103,7 @@ impl KeyEncryptionKey {
     pub fn seal(&self, plaintext: &[u8], aad: &str) -> String {
         let nonce_bytes: [u8; NONCE_LEN] = rand::random();
         let mut in_out = plaintext.to_vec();
-        self.0
+        self.sealing
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce_bytes),
                 Aad::from(aad.as_bytes()),
@@ -105,7 +126,7 @@ impl KeyEncryptionKey {
             Nonce::try_assume_unique_for_key(&bytes[..NONCE_LEN]).map_err(|_| KeyError::Unseal)?;
         let mut rest = bytes.split_off(NONCE_LEN);
         let plain = self
-            .0
+            .sealing
             .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut rest)
             .map_err(|_| KeyError::Unseal)?;
         Ok(plain.to_vec())

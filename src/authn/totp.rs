@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::api_key::hex;
+use super::tokens::KeyEncryptionKey;
 use crate::png;
 
 /// RFC 4648 base32, the encoding authenticator apps expect.
@@ -204,15 +205,36 @@ pub fn generate_recovery_codes() -> Vec<String> {
         .collect()
 }
 
-/// How a recovery code is stored. Its 50 random bits make a slow hash
-/// unnecessary; the code is normalised so that case and dashes don't matter.
-pub fn recovery_code_digest(code: &str) -> String {
-    let normalised: String = code
-        .chars()
+/// The code as compared: case and dashes don't matter.
+fn normalise_recovery_code(code: &str) -> String {
+    code.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
-        .collect();
-    hex(&Sha256::digest(normalised.as_bytes()))
+        .collect()
+}
+
+/// How a recovery code is stored: keyed (an HMAC under a key derived from
+/// the key-encryption key, which is not in the database) and bound to its
+/// user. 50 random bits are too few against a sweep of a database copy when
+/// the digest is a bare hash; with the key elsewhere a copy reveals nothing.
+pub fn recovery_code_digest(kek: &KeyEncryptionKey, user: &str, code: &str) -> String {
+    format!(
+        "{KEYED_PREFIX}{}",
+        kek.keyed_digest(
+            &format!("recovery-code:{user}"),
+            normalise_recovery_code(code).as_bytes()
+        )
+    )
+}
+
+/// Marks a keyed digest, telling it from the bare SHA-256 of codes made
+/// before (`legacy_recovery_code_digest`).
+const KEYED_PREFIX: &str = "hmac:";
+
+/// The bare SHA-256 recovery codes were stored as before keyed digests:
+/// still accepted, once each, until their owner enrols again.
+pub fn legacy_recovery_code_digest(code: &str) -> String {
+    hex(&Sha256::digest(normalise_recovery_code(code).as_bytes()))
 }
 
 /// Whether `code` looks like a recovery code rather than a TOTP code.
@@ -336,13 +358,36 @@ mod tests {
         assert_eq!(codes.len(), 10);
         let unique: std::collections::HashSet<_> = codes.iter().collect();
         assert_eq!(unique.len(), 10);
+        let (kek, _) = KeyEncryptionKey::generate();
         for code in &codes {
             assert!(is_recovery_code(code), "{code}");
             assert_eq!(
-                recovery_code_digest(code),
-                recovery_code_digest(&code.to_uppercase().replace('-', ""))
+                recovery_code_digest(&kek, "u1", code),
+                recovery_code_digest(&kek, "u1", &code.to_uppercase().replace('-', ""))
             );
         }
         assert!(!is_recovery_code("123456"));
+    }
+
+    // Regression (issue 13, finding 14): codes were stored as a bare SHA-256,
+    // which one sweep of 2^50 reverses from a copy of the database.
+    #[test]
+    fn recovery_code_digests_are_keyed_and_per_user() {
+        let code = &generate_recovery_codes()[0];
+        let (kek, _) = KeyEncryptionKey::generate();
+        let (other_kek, _) = KeyEncryptionKey::generate();
+        let digest = recovery_code_digest(&kek, "u1", code);
+        assert!(digest.starts_with("hmac:"));
+        assert!(!digest.contains(&legacy_recovery_code_digest(code)));
+        assert_ne!(
+            digest,
+            recovery_code_digest(&other_kek, "u1", code),
+            "needs the key"
+        );
+        assert_ne!(
+            digest,
+            recovery_code_digest(&kek, "u2", code),
+            "bound to its user"
+        );
     }
 }

@@ -293,9 +293,11 @@ async function accountPage() {
       h("p", {}, "Scan the code with your authenticator app, or type the secret, then enter the code it shows."),
       h("img", { src: enrolment.qr_png, alt: "QR code of the TOTP secret", width: 200, height: 200, id: "totp-qr" }),
       h("p", {}, "Secret: ", h("code", { id: "totp-secret" }, enrolment.secret)),
-      form({ "aria-label": "Confirm TOTP" }, [field("Code", "code", { inputmode: "numeric", autocomplete: "one-time-code", required: true })],
-        "Turn on", async (data) => {
-          const confirmedCodes = await api("POST", "/auth/totp/confirm", { code: data.get("code").trim() });
+      form({ "aria-label": "Confirm TOTP" }, [
+        field("Your password", "password", { type: "password", autocomplete: "current-password", required: true }),
+        field("Code", "code", { inputmode: "numeric", autocomplete: "one-time-code", required: true }),
+      ], "Turn on", async (data) => {
+          const confirmedCodes = await api("POST", "/auth/totp/confirm", { password: data.get("password"), code: data.get("code").trim() });
           totp.replaceChildren(h("h2", {}, "TOTP is on"),
             h("p", {}, "Save these recovery codes somewhere safe: each signs you in once if you lose your device. They are shown only now."),
             h("pre", { class: "secret", id: "recovery-codes" }, confirmedCodes.recovery_codes.join("\n")),

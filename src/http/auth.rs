@@ -80,7 +80,7 @@ pub fn routes() -> Api {
             "/auth/totp/confirm",
             post(totp_confirm),
             &[Doc::post(
-                "Confirm TOTP with a code; recovery codes",
+                "Confirm TOTP with the password and a code; recovery codes",
                 Session,
             )],
         )
@@ -401,16 +401,21 @@ async fn totp_enroll(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CodeBody {
+struct TotpConfirmBody {
+    /// The account's password: a stolen session alone cannot bind a second factor.
+    password: Secret,
     code: String,
 }
 
 async fn totp_confirm(
     State(state): State<AppState>,
     SignedIn(principal): SignedIn,
-    JsonBody(body): JsonBody<CodeBody>,
+    JsonBody(body): JsonBody<TotpConfirmBody>,
 ) -> Result<Response, ApiError> {
-    let codes = state.auth.totp_confirm(&principal, &body.code).await?;
+    let codes = state
+        .auth
+        .totp_confirm(&principal, body.password, &body.code)
+        .await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({ "recovery_codes": codes })),

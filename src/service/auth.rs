@@ -891,10 +891,15 @@ impl Auth {
     async fn second_factor(&self, account: &LocalAccount, code: &str) -> Result<bool, AuthError> {
         self.limit_totp(account.user_id).await?;
         if totp::is_recovery_code(code) {
+            let keyed = totp::recovery_code_digest(&self.kek, &account.user_id.0.to_string(), code);
             let used = self
                 .store
-                .use_recovery_code(account.user_id, &totp::recovery_code_digest(code))
-                .await?;
+                .use_recovery_code(account.user_id, &keyed)
+                .await?
+                || self
+                    .store
+                    .use_recovery_code(account.user_id, &totp::legacy_recovery_code_digest(code))
+                    .await?;
             if used {
                 tracing::info!(username = %account.username, "recovery code used");
             }
@@ -1105,15 +1110,18 @@ impl Auth {
         })
     }
 
+    /// Turns TOTP on: it takes the password and a code from the new secret.
     pub async fn totp_confirm(
         &self,
         principal: &Principal,
+        password: Secret,
         code: &str,
     ) -> Result<Vec<String>, AuthError> {
         let account = self.account_of(principal.user_id).await?;
         if account.totp_enabled() {
             return Err(AuthError::TotpAlreadyEnabled);
         }
+        self.confirm_password(&account, password).await?;
         let pending = account
             .sealed_pending_totp_secret
             .as_deref()
@@ -1129,7 +1137,7 @@ impl Auth {
         let codes = totp::generate_recovery_codes();
         let digests: Vec<String> = codes
             .iter()
-            .map(|c| totp::recovery_code_digest(c))
+            .map(|c| totp::recovery_code_digest(&self.kek, &account.user_id.0.to_string(), c))
             .collect();
         if !self
             .store

@@ -197,6 +197,28 @@ impl RedisSessions {
         Ok(())
     }
 
+    /// Writes the session over its stored self, and answers false (writing
+    /// nothing) when it is gone: `SET … XX` makes the check and the write
+    /// one step, so a revocation is never brought back.
+    async fn replace_existing(
+        &self,
+        session: &Session,
+        at: OffsetDateTime,
+    ) -> Result<bool, ServiceError> {
+        let json =
+            serde_json::to_string(session).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let mut conn = self.connection.clone();
+        let written: Option<String> = redis::cmd("SET")
+            .arg(self.session_key(session.id))
+            .arg(json)
+            .arg("XX")
+            .arg("PX")
+            .arg(millis_until(at, session.expires_at))
+            .query_async(&mut conn)
+            .await?;
+        Ok(written.is_some())
+    }
+
     async fn create(&self, session: &Session, refresh_digest: &str) -> Result<(), ServiceError> {
         self.put(session, session.created_at).await?;
         let mut conn = self.connection.clone();
@@ -286,7 +308,11 @@ impl RedisSessions {
                     expires_at: idle_until.min(session.absolute_expires_at),
                     ..session
                 };
-                self.put(&session, at).await?;
+                // Only if it still exists: a revoke between the script and
+                // here deleted it, and must not be undone.
+                if !self.replace_existing(&session, at).await? {
+                    return Ok(RefreshOutcome::Invalid);
+                }
                 redis::cmd("PEXPIRE")
                     .arg(self.refresh_key(new_digest))
                     .arg(millis_until(at, session.absolute_expires_at))

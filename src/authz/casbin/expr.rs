@@ -192,14 +192,30 @@ struct Parser<'a> {
     at: usize,
     fields: &'a Fields<'a>,
     text: &'a str,
+    /// Parentheses, negations and calls open around the current token.
+    depth: usize,
 }
 
+/// Nesting deeper than this is refused: the parser and the evaluator
+/// recurse, and a model file is user input (a deep one overflowed the stack).
+const MAX_NESTING: usize = 64;
+/// Tokens in one matcher: long chains of `&&` nest as deeply in the tree.
+const MAX_TOKENS: usize = 4096;
+
 pub fn parse(text: &str, fields: &Fields<'_>) -> Result<Expr, CasbinError> {
+    let tokens = tokenize(text)?;
+    if tokens.len() > MAX_TOKENS {
+        return Err(CasbinError::Model(format!(
+            "the matcher has {} tokens; at most {MAX_TOKENS} are accepted",
+            tokens.len()
+        )));
+    }
     let mut parser = Parser {
-        tokens: tokenize(text)?,
+        tokens,
         at: 0,
         fields,
         text,
+        depth: 0,
     };
     let expr = parser.or()?;
     if parser.at != parser.tokens.len() {
@@ -260,9 +276,22 @@ impl Parser<'_> {
         Ok(left)
     }
 
+    fn nested<T>(
+        &mut self,
+        inner: impl FnOnce(&mut Self) -> Result<T, CasbinError>,
+    ) -> Result<T, CasbinError> {
+        if self.depth >= MAX_NESTING {
+            return Err(self.error(&format!("nesting deeper than {MAX_NESTING}")));
+        }
+        self.depth += 1;
+        let out = inner(self);
+        self.depth -= 1;
+        out
+    }
+
     fn unary(&mut self) -> Result<Expr, CasbinError> {
         if self.eat_op("!") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            return self.nested(|p| Ok(Expr::Not(Box::new(p.unary()?))));
         }
         self.compare()
     }
@@ -305,16 +334,16 @@ impl Parser<'_> {
         match self.next() {
             Some(Token::Str(s)) => Ok(Expr::Str(s)),
             Some(Token::Num(n)) => Ok(Expr::Num(n)),
-            Some(Token::LParen) => {
-                let inner = self.or()?;
-                self.expect(Token::RParen)?;
+            Some(Token::LParen) => self.nested(|p| {
+                let inner = p.or()?;
+                p.expect(Token::RParen)?;
                 Ok(inner)
-            }
+            }),
             Some(Token::Ident(name)) => match name.as_str() {
                 "true" => Ok(Expr::Bool(true)),
                 "false" => Ok(Expr::Bool(false)),
                 _ if self.peek() == Some(&Token::Dot) => self.field(&name),
-                _ if self.peek() == Some(&Token::LParen) => self.call(name),
+                _ if self.peek() == Some(&Token::LParen) => self.nested(|p| p.call(name)),
                 _ => Err(self.error(&format!("unknown name {name:?}"))),
             },
             other => Err(self.error(&format!("unexpected {other:?}"))),
@@ -454,5 +483,47 @@ fn text(v: &Value) -> String {
         Value::Str(s) => s.clone(),
         Value::Num(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression (issue 13, finding 13): a deeply nested matcher overflowed
+    // the stack of `memberd casbin enforce|import`.
+    #[test]
+    fn deep_or_long_matchers_are_refused_with_a_message() {
+        let request = vec!["sub".to_owned()];
+        let policy = vec!["sub".to_owned()];
+        let fields = Fields {
+            request: &request,
+            policy: &policy,
+            roles: &[],
+        };
+        assert!(parse("(r.sub == p.sub)", &fields).is_ok());
+        let deep = format!(
+            "{}r.sub == p.sub{}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        let err = parse(&deep, &fields).unwrap_err().to_string();
+        assert!(err.contains("tokens") || err.contains("nesting"), "{err}");
+        let nested = format!("{}r.sub == p.sub{}", "(".repeat(65), ")".repeat(65));
+        assert!(
+            parse(&nested, &fields)
+                .unwrap_err()
+                .to_string()
+                .contains("nesting")
+        );
+        let negated = format!("{}true", "!".repeat(100));
+        assert!(parse(&negated, &fields).is_err());
+        let long = vec!["r.sub == p.sub"; 2000].join(" && ");
+        assert!(
+            parse(&long, &fields)
+                .unwrap_err()
+                .to_string()
+                .contains("tokens")
+        );
     }
 }
