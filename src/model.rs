@@ -208,6 +208,20 @@ string_type!(
 );
 
 string_type!(
+    /// Free text an operator writes about a role or a module: at most 1,000
+    /// characters, lines and tabs allowed, no other control characters.
+    Description,
+    "description (at most 1000 characters, no control characters but newlines and tabs)",
+    |s| s.chars().count() <= 1000 && !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+);
+
+impl Description {
+    pub fn empty() -> Self {
+        Self(String::new())
+    }
+}
+
+string_type!(
     /// A role's unique name.
     RoleName,
     "role name (1-64 characters: letters, digits, _ . : @ -, starting with a letter or digit)",

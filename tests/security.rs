@@ -329,6 +329,17 @@ mod nul_bytes {
             .send().await.unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         assert_eq!(app.revision().await, 1, "nothing was written");
+
+        // Lengths are checked at the edge too, with the field named.
+        let long = "x".repeat(300);
+        let r = scim(&app, &provisioner, Method::POST, "/scim/v2/Users")
+            .body(json!({"userName": long}).to_string())
+            .send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = post(&app, &admin, "/admin/roles", json!({"name": "r", "description": "d".repeat(1001)})).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_code(r).await, "invalid_field");
+        assert_eq!(app.revision().await, 1, "nothing was written");
     }
 
     }

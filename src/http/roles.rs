@@ -14,7 +14,7 @@ use super::openapi::{Api, Auth, Doc};
 use crate::model::{
     Action, Effect, Module, RoleAssignment, RoleName, RolePermission, Scope, ScopeId,
 };
-use crate::model::{AssignmentSource, Capability};
+use crate::model::{AssignmentSource, Capability, Description};
 use crate::service::access::Subject;
 
 pub fn routes() -> Api {
@@ -86,22 +86,10 @@ async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Valu
 #[serde(deny_unknown_fields)]
 struct CreateRole {
     name: RoleName,
-    #[serde(default)]
-    description: String,
+    #[serde(default = "Description::empty")]
+    description: Description,
     #[serde(default)]
     inherits: Vec<RoleName>,
-}
-
-fn check_description(description: &str) -> Result<(), ApiError> {
-    if description.chars().count() > 1000
-        || description.chars().any(|c| c.is_control() && c != '\n')
-    {
-        return Err(ApiError::invalid_field(
-            "description",
-            "at most 1000 characters, no control characters",
-        ));
-    }
-    Ok(())
 }
 
 async fn create(
@@ -109,13 +97,12 @@ async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateRole>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    check_description(&body.description)?;
     let revision = state
         .directory
         .create_role(
             caller.authority(),
             &body.name,
-            &body.description,
+            body.description.as_str(),
             &body.inherits,
         )
         .await?;
@@ -142,7 +129,7 @@ async fn show(
 #[serde(deny_unknown_fields)]
 struct UpdateRole {
     #[serde(default)]
-    description: Option<String>,
+    description: Option<Description>,
     #[serde(default)]
     inherits: Option<Vec<RoleName>>,
 }
@@ -154,15 +141,12 @@ async fn update(
     JsonBody(body): JsonBody<UpdateRole>,
 ) -> Result<Json<Value>, ApiError> {
     let name = role_name(name)?;
-    if let Some(description) = &body.description {
-        check_description(description)?;
-    }
     let revision = state
         .directory
         .update_role(
             caller.authority(),
             &name,
-            body.description.as_deref(),
+            body.description.as_ref().map(Description::as_str),
             body.inherits.as_deref(),
         )
         .await?;

@@ -13,10 +13,10 @@ use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody, QueryParams, Viewer, nullable, path_param};
 use super::openapi::{Api, Auth, Doc};
 use crate::authz::index::Request;
-use crate::model::Capability;
 use crate::model::{
     Action, CatalogModule, Module, RoleName, Rule, RuleKind, RuleName, RuleText, ScopeId, ScopeType,
 };
+use crate::model::{Capability, Description};
 use crate::service::access::Subject;
 use crate::service::directory::CatalogMode;
 use crate::service::menus;
@@ -289,8 +289,8 @@ async fn catalog(_: AdminCaller, State(state): State<AppState>) -> Result<Json<V
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Declaration {
-    #[serde(default)]
-    description: String,
+    #[serde(default = "Description::empty")]
+    description: Description,
     actions: Vec<Action>,
 }
 
@@ -301,18 +301,12 @@ async fn declare(
     JsonBody(body): JsonBody<Declaration>,
 ) -> Result<Json<CatalogModule>, ApiError> {
     let module = path_param("module", module, Module::parse)?;
-    if body.description.chars().count() > 1000 {
-        return Err(ApiError::invalid_field(
-            "description",
-            "at most 1000 characters",
-        ));
-    }
     let mut actions = body.actions;
     actions.sort();
     actions.dedup();
     let declared = CatalogModule {
         module,
-        description: body.description,
+        description: body.description.into(),
         actions,
     };
     state

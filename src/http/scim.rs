@@ -232,6 +232,9 @@ fn user_json(row: &ScimUserRow, base: &str) -> Value {
     out
 }
 
+/// The longest userName, externalId or displayName memberd keeps.
+const SCIM_TEXT_MAX: usize = 255;
+
 /// The attributes of a User memberd keeps, read leniently from a resource.
 #[derive(Debug, Default, Clone)]
 struct UserFields {
@@ -255,10 +258,19 @@ impl UserFields {
     }
 
     fn set(&mut self, attribute: &str, value: &Value) -> Result<(), ScimError> {
+        // userName and externalId name the user everywhere: printable, and
+        // no longer than a subject may be.
         let text = |v: &Value| {
-            v.as_str().map(str::to_owned).ok_or_else(|| {
+            let text = v.as_str().ok_or_else(|| {
                 ScimError::bad("invalidValue", format!("{attribute} must be a string"))
-            })
+            })?;
+            if text.chars().count() > SCIM_TEXT_MAX || text.chars().any(char::is_control) {
+                return Err(ScimError::bad(
+                    "invalidValue",
+                    format!("{attribute}: at most {SCIM_TEXT_MAX} printable characters"),
+                ));
+            }
+            Ok(text.to_owned())
         };
         match attribute.to_ascii_lowercase().as_str() {
             "username" => self.user_name = Some(text(value)?),
