@@ -204,6 +204,34 @@ async fn a_client_that_disables_users_cannot_lock_out_operators(app) {
     assert!(root.is_active);
 }
 
+// Finding 11: every wrong API key cost a hash, unthrottled; finding 2:
+// unknown client keys of any size were remembered.
+async fn wrong_api_keys_are_throttled_before_any_hash(app) {
+    let admin = app.create_client().await;
+    assert_eq!(call(&app, &admin, Method::GET, "/admin/users").send().await.unwrap().status(), StatusCode::OK);
+    let wrong = Credentials { client_key: admin.client_key.clone(), api_key: "mbr_not-the-key".into() };
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..24 {
+        let r = call(&app, &wrong, Method::GET, "/admin/users").send().await.unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = r.headers().get("retry-after").cloned();
+        }
+        statuses.push(r.status().as_u16());
+    }
+    // The failure that exhausts the budget of 20 is the last one hashed.
+    assert!(statuses[..21].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[21..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(retry_after.is_some());
+    // A key verified before is still served from the cache: no hash, no wait.
+    assert_eq!(call(&app, &admin, Method::GET, "/admin/users").send().await.unwrap().status(), StatusCode::OK);
+
+    // A client key that is no key of ours is refused unread, whatever its size.
+    let huge = Credentials { client_key: format!("mbc_{}", "a".repeat(8_000)), api_key: "x".into() };
+    let r = call(&app, &huge, Method::GET, "/admin/users").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
 // Finding 4: a SCIM client rewrote and disabled the operator `local:root`.
 async fn a_scim_client_cannot_take_over_users_it_did_not_provision(app) {
     let admin = app.create_client().await;

@@ -23,10 +23,11 @@ use super::ServiceError;
 const TOUCH_INTERVAL: time::Duration = time::Duration::seconds(60);
 /// Bound on remembered keys; beyond it the oldest half is forgotten.
 const MAX_REMEMBERED_KEYS: usize = 10_000;
-/// API-key hashes verified a minute for one address when the key is not
-/// one verified recently: a legitimate caller misses the cache about once a
-/// minute per key and process, a guesser every time.
-const KEY_VERIFICATIONS_PER_ADDRESS: u32 = 60;
+/// Wrong API keys one address may present a minute. Past it, the address's
+/// keys are refused (429) without hashing until the budget refills. Only
+/// failures count, so any number of legitimate clients may share an
+/// address (a gateway, a NAT).
+const KEY_FAILURES_PER_ADDRESS: u32 = 20;
 /// Verifications waiting for a hashing thread before more are turned away.
 const MAX_QUEUED_VERIFICATIONS: usize = 64;
 
@@ -334,12 +335,42 @@ impl VerifiedKeys {
     }
 }
 
+/// Addresses that presented too many wrong keys, and until when their keys
+/// are refused unhashed. Bounded: expired entries go first, then the oldest.
+#[derive(Default)]
+struct Guessing {
+    until: Mutex<HashMap<String, Instant>>,
+}
+
+impl Guessing {
+    fn blocked(&self, address: &str) -> Option<Duration> {
+        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        until
+            .get(address)
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+    }
+
+    fn block(&self, address: String, for_: Duration) {
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if until.len() >= MAX_REMEMBERED_KEYS {
+            let now = Instant::now();
+            until.retain(|_, t| *t > now);
+            if until.len() >= MAX_REMEMBERED_KEYS {
+                until.clear();
+            }
+        }
+        until.insert(address, Instant::now() + for_);
+    }
+}
+
 /// Decides whether a request comes from an active client that may make it.
 #[derive(Clone)]
 pub struct ClientAuthenticator {
     store: Store,
     hasher: KeyHasher,
     verified: Arc<VerifiedKeys>,
+    guessing: Arc<Guessing>,
     limits: Limits,
     cache_ttl: Duration,
     rows: Arc<Mutex<HashMap<String, CachedRow>>>,
@@ -351,6 +382,7 @@ impl ClientAuthenticator {
             store,
             hasher,
             verified: Arc::default(),
+            guessing: Arc::default(),
             limits: Limits::default(),
             cache_ttl,
             rows: Arc::default(),
@@ -406,19 +438,15 @@ impl ClientAuthenticator {
             .contains(&digest, &client.api_key_hash, self.cache_ttl);
         crate::metrics::api_key_cache(cached);
         if !cached {
-            // A hash is the expensive part: bounded per address, and not
-            // queued without end, before any runs.
+            // A hash is the expensive part: an address that guessed wrong
+            // too often, or a full queue, is refused before any runs.
             let address = request.ip.map_or_else(
                 || "unknown".to_owned(),
                 |ip| crate::ratelimit::address_key(&ip.to_string()),
             );
-            self.limits
-                .check(
-                    &format!("key-verify:{address}"),
-                    KEY_VERIFICATIONS_PER_ADDRESS,
-                )
-                .await
-                .map_err(|retry_after| ClientAuthError::RateLimited { retry_after })?;
+            if let Some(retry_after) = self.guessing.blocked(&address) {
+                return Err(ClientAuthError::RateLimited { retry_after });
+            }
             if self.hasher.saturated() {
                 return Err(ClientAuthError::RateLimited {
                     retry_after: Duration::from_secs(1),
@@ -429,6 +457,13 @@ impl ClientAuthenticator {
                 .verify(request.api_key, &client.api_key_hash)
                 .await?
             {
+                if let Err(retry_after) = self
+                    .limits
+                    .check(&format!("key-failures:{address}"), KEY_FAILURES_PER_ADDRESS)
+                    .await
+                {
+                    self.guessing.block(address, retry_after);
+                }
                 return Err(ClientAuthError::InvalidCredentials);
             }
             self.verified.insert(digest, client.api_key_hash.clone());
@@ -483,5 +518,18 @@ impl ClientAuthenticator {
             });
         }
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_client_keys_are_looked_up() {
+        assert!(is_client_key(&api_key::generate_client_key()));
+        assert!(!is_client_key(&format!("mbc_{}", "a".repeat(400 * 1024))));
+        assert!(!is_client_key("someone-else's-key"));
+        assert!(!is_client_key("mbc_\u{0}"));
     }
 }
