@@ -138,6 +138,7 @@ pub struct Gauges {
     pub db_pool_size: u32,
     pub db_pool_idle: usize,
     pub policy_rows_skipped: u64,
+    pub api_client_rows_remembered: usize,
 }
 
 fn escape(label: &str) -> String {
@@ -260,7 +261,7 @@ pub fn render(gauges: &Gauges) -> String {
         "Requests refused with 429 by a rate limit.",
         &[("", &m.rate_limited)],
     );
-    let gauges_list: [(&str, &str, f64); 9] = [
+    let gauges_list: [(&str, &str, f64); 10] = [
         (
             "memberd_revision",
             "The policy revision the index has reached.",
@@ -305,6 +306,11 @@ pub fn render(gauges: &Gauges) -> String {
             "memberd_policy_rows_skipped",
             "Stored policy rows the index left out because they do not compile.",
             gauges.policy_rows_skipped as f64,
+        ),
+        (
+            "memberd_api_client_rows_remembered",
+            "API client rows (or their absence) remembered for a second.",
+            gauges.api_client_rows_remembered as f64,
         ),
     ];
     for (name, help, value) in gauges_list {

@@ -373,6 +373,35 @@ async fn production_refuses_to_start_without_a_secret() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("MEMBERD_INTERNAL_SECRETS"));
 }
 
+/// Regression (issue 13, finding 8): with only a JWKS URL, provider tokens
+/// were accepted from any issuer and for any audience.
+#[tokio::test]
+async fn provider_tokens_need_an_issuer_and_an_audience_unless_waived_by_name() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
+    let serve = |envs: &[(&str, &str)]| {
+        let mut serve = memberd(&db);
+        serve
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("MEMBERD_OIDC_JWKS_URL", "http://127.0.0.1:9/jwks")
+            .env_remove("MEMBERD_OIDC_ISSUER")
+            .env_remove("MEMBERD_OIDC_AUDIENCE")
+            .env_remove("MEMBERD_OIDC_ALLOW_ANY_ISSUER")
+            .env_remove("MEMBERD_OIDC_ALLOW_ANY_AUDIENCE");
+        for (k, v) in envs {
+            serve.env(k, v);
+        }
+        run(serve)
+    };
+    let output = serve(&[]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("MEMBERD_OIDC_ISSUER"));
+    let output = serve(&[("MEMBERD_OIDC_ALLOW_ANY_ISSUER", "true")]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("MEMBERD_OIDC_AUDIENCE"));
+}
+
 #[tokio::test]
 async fn unknown_config_keys_are_errors() {
     let Some(db) = TestDb::create(common::Backend::Sqlite).await else {

@@ -513,6 +513,26 @@ async fn wrong_current_passwords_are_throttled_and_audited(kind) {
     assert!(audited.iter().filter(|a| *a == "login.failure").count() >= 5, "{audited:?}");
 }
 
+// Regression (issue 13, finding 9): a session alone could bind a second factor.
+async fn turning_totp_on_takes_the_password(kind) {
+    let Some(f) = fixture(kind, |_| {}).await else { return };
+    f.account("quin").await;
+    let tokens = f.tokens("quin").await;
+    let enrolment: Value = f.bearer(Method::POST, "/auth/totp/enroll", &tokens)
+        .send().await.unwrap().json().await.unwrap();
+    let secret = TotpSecret::from_bytes(base32_decode(enrolment["secret"].as_str().unwrap()).unwrap());
+    let code = Totp::default().code_at(&secret, now());
+    let without = f.bearer(Method::POST, "/auth/totp/confirm", &tokens)
+        .json(&json!({"code": code})).send().await.unwrap();
+    assert_eq!(without.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let wrong = f.bearer(Method::POST, "/auth/totp/confirm", &tokens)
+        .json(&json!({"password": "not the right one", "code": code})).send().await.unwrap();
+    assert_eq!(error_code(wrong).await, "wrong_password");
+    let right = f.bearer(Method::POST, "/auth/totp/confirm", &tokens)
+        .json(&json!({"password": PASSWORD, "code": code})).send().await.unwrap();
+    assert_eq!(right.status(), StatusCode::OK);
+}
+
 async fn refresh_rotates_and_a_reused_token_revokes_the_session(kind) {
     let Some(f) = fixture(kind, |_| {}).await else { return };
     f.account("kate").await;

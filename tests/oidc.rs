@@ -157,11 +157,15 @@ impl Fixture {
 }
 
 async fn fixture() -> Option<Fixture> {
+    fixture_on(Backend::Sqlite).await
+}
+
+async fn fixture_on(backend: Backend) -> Option<Fixture> {
     let provider = provider().await;
     let rsa = Key::rsa("rsa-1");
     provider.state.lock().unwrap().keys = vec![rsa.jwk(), Key::ec("ec-1").jwk()];
     let issuer = provider.issuer.clone();
-    let app = spawn_app_with(Backend::Sqlite, move |s| {
+    let app = spawn_app_with(backend, move |s| {
         s.oidc = Some(OidcSettings {
             issuer: Some(issuer),
             jwks_url: None,
@@ -471,7 +475,15 @@ async fn a_linked_identity_opens_the_same_user() {
 /// local account's opened `/me` as that operator and rewrote its email.
 #[tokio::test]
 async fn provider_subjects_never_land_on_operators_or_other_issuers_users() {
-    let Some(f) = fixture().await else { return };
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        provider_subjects_stay_in_their_namespace(backend).await;
+    }
+}
+
+async fn provider_subjects_stay_in_their_namespace(backend: Backend) {
+    let Some(f) = fixture_on(backend).await else {
+        return;
+    };
     let creds = f.app.create_client().await;
     let created = f
         .app

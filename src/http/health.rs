@@ -40,6 +40,7 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
         db_pool_size,
         db_pool_idle,
         policy_rows_skipped: state.engine.skipped_rows(),
+        api_client_rows_remembered: state.client_auth.remembered_rows(),
     });
     (
         [(

@@ -389,6 +389,12 @@ impl ClientAuthenticator {
         }
     }
 
+    /// How many client rows (or their absence) are remembered: bounded in
+    /// number, and in size since only well-formed client keys get here.
+    pub fn remembered_rows(&self) -> usize {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Counts each client's requests in `limits` (Redis, to hold across instances).
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
