@@ -385,3 +385,41 @@ mod nul_bytes {
 
     }
 }
+
+// Finding 5: behind a trusted proxy, forged `X-Forwarded-For` hops changed
+// the address the `/auth/*` limit counted, and an unparseable one skipped it.
+mod forwarded {
+    use super::*;
+    use common::spawn_app_with;
+
+    async fn behind_a_proxy(backend: common::Backend) -> Option<TestApp> {
+        spawn_app_with(backend, |s| {
+            s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+            s.auth_rate_limit_per_minute = 5;
+        })
+        .await
+    }
+
+    on_both_backends! { behind_a_proxy;
+
+    async fn forged_hops_do_not_escape_the_auth_limit(app) {
+        let mut statuses = Vec::new();
+        for i in 0..8 {
+            let forged = if i % 2 == 0 { format!("10.0.0.{i}, 198.51.100.7") } else { format!("garbage-{i}, 198.51.100.7") };
+            let r = app.http.get(app.url("/auth/captcha")).header("X-Forwarded-For", forged).send().await.unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        assert!(statuses[..5].iter().all(|s| *s != 429), "{statuses:?}");
+        assert!(statuses[5..].iter().all(|s| *s == 429), "one caller, however its left hops read: {statuses:?}");
+
+        // An unparseable right-most hop counts as the proxy itself, not as nobody.
+        let mut statuses = Vec::new();
+        for _ in 0..7 {
+            let r = app.http.get(app.url("/auth/captcha")).header("X-Forwarded-For", "not-an-address").send().await.unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    }
+
+    }
+}
