@@ -104,3 +104,91 @@ async fn every_route_is_documented_and_every_documented_route_exists() {
     }
     assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script"));
 }
+
+/// Every operation's declared capability is the one enforced: a client given
+/// every other (but `admin`) is refused with `missing_capability`, and a
+/// client given just that one is not (issue 13: capabilities on every route).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_asks_for_the_capability_it_declares() {
+    use memberd::model::Capability;
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    let spec: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut clients = std::collections::HashMap::new();
+    for capability in Capability::ALL {
+        let only = app
+            .create_client_with(memberd::service::clients::NewClient {
+                capabilities: vec![capability],
+                ..common::new_client("only")
+            })
+            .await;
+        let others = app
+            .create_client_with(memberd::service::clients::NewClient {
+                capabilities: Capability::ALL
+                    .into_iter()
+                    .filter(|c| *c != capability && *c != Capability::Admin)
+                    .collect(),
+                ..common::new_client("others")
+            })
+            .await;
+        clients.insert(capability.as_str().to_owned(), (only, others));
+    }
+    let send = |method: &str, template: &str, creds: &common::Credentials| {
+        let request = app.http.request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            app.url(&concrete(template)),
+        );
+        let request = if template.starts_with("/scim/") {
+            request.header(
+                "authorization",
+                format!("Bearer {}:{}", creds.client_key, creds.api_key),
+            )
+        } else {
+            request
+                .header("X-Client-Key", &creds.client_key)
+                .header("X-API-Key", &creds.api_key)
+        };
+        let request = if matches!(method, "POST" | "PUT" | "PATCH") {
+            request
+                .header("content-type", "application/json")
+                .body("{}")
+        } else {
+            request
+        };
+        request.send()
+    };
+    let mut checked = 0;
+    for (template, operations) in spec["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            let Some(capability) = op["x-memberd-capability"].as_str() else {
+                continue;
+            };
+            let method = method.to_ascii_uppercase();
+            let (only, others) = &clients[capability];
+            let refused = send(&method, template, others).await.unwrap();
+            let status = refused.status().as_u16();
+            let body = refused.text().await.unwrap();
+            assert!(
+                status == 403 && body.contains("capability"),
+                "{method} {template} served a client without {capability}: {status} {body}"
+            );
+            let allowed = send(&method, template, only).await.unwrap();
+            let body = allowed.text().await.unwrap();
+            assert!(
+                !body.contains("missing_capability") && !body.contains("was not given"),
+                "{method} {template} refused a client with {capability}: {body}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 60, "{checked} operations carry a capability");
+}

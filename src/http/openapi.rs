@@ -45,7 +45,7 @@ impl Auth {
             Self::Public => "none",
             Self::Internal => "X-Internal-Secret",
             Self::Admin(_) => {
-                "an API client (X-Client-Key + X-API-Key) with the capability named, or an operator's memberd session with memberd/admin"
+                "an API client (X-Client-Key + X-API-Key), or an operator's memberd session with memberd/admin"
             }
             Self::Decision => "X-Internal-Secret, or an API client",
             Self::Session => "a memberd access token",
@@ -271,6 +271,10 @@ pub fn document(operations: &[Operation]) -> Value {
                 }
             }
         });
+        if let Some(capability) = op.auth.capability() {
+            // What an API client must have been given to call it.
+            operation["x-memberd-capability"] = json!(capability.as_str());
+        }
         let parameters = path_parameters(op.path);
         if !parameters.is_empty() {
             operation["parameters"] = Value::Array(parameters);
@@ -371,7 +375,10 @@ pub fn reference_page(operations: &[Operation]) -> String {
                 op.method,
                 escape_html(op.path),
                 escape_html(op.summary),
-                escape_html(op.auth.describe())
+                escape_html(&match op.auth.capability() {
+                    Some(capability) => format!("{} (capability {capability})", op.auth.describe()),
+                    None => op.auth.describe().to_owned(),
+                })
             );
         }
         html.push_str("</table>");

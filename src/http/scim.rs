@@ -37,22 +37,27 @@ const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const MAX_PAGE: i64 = 200;
 
 pub fn routes() -> Api {
-    use Auth::Scim;
+    // Discovery is open, as RFC 7644 §4 lets it be: it describes the
+    // service, never its data.
+    use Auth::{Public, Scim};
     group_routes()
         .route(
             "/scim/v2/ServiceProviderConfig",
             get(service_provider_config),
-            &[Doc::get("SCIM: what this service provider supports", Scim)],
+            &[Doc::get(
+                "SCIM: what this service provider supports",
+                Public,
+            )],
         )
         .route(
             "/scim/v2/ResourceTypes",
             get(resource_types),
-            &[Doc::get("SCIM: resource types", Scim)],
+            &[Doc::get("SCIM: resource types", Public)],
         )
         .route(
             "/scim/v2/Schemas",
             get(schemas),
-            &[Doc::get("SCIM: schemas", Scim)],
+            &[Doc::get("SCIM: schemas", Public)],
         )
         .route(
             "/scim/v2/Users",
