@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Backend, TestApp, error_code, spawn_app};
+use common::{Backend, TestApp, error_code, spawn_app, tamper};
 use memberd::store::ChainReport;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -34,19 +34,6 @@ fn actions(page: &Value) -> Vec<&str> {
         .iter()
         .map(|r| r["action"].as_str().unwrap())
         .collect()
-}
-
-/// Runs `sql` on the test database behind the server's back.
-async fn tamper(url: &str, sql: &str) {
-    use sqlx::{Connection, Executor};
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    if url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        conn.execute(sql).await.unwrap();
-    } else {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        conn.execute(sql).await.unwrap();
-    }
 }
 
 on_both_backends! { setup;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Credentials, TestApp, error_code, new_client, spawn_app};
+use common::{Credentials, TestApp, error_code, new_client, spawn_app, tamper};
 use memberd::model::{AuthentikSub, Capability, PathPattern};
 use memberd::service::access::Engine;
 use memberd::service::clients::NewClient;
@@ -46,19 +46,6 @@ async fn check(app: &TestApp, sub: &str, module: &str, action: &str) -> bool {
     r.json::<Value>().await.unwrap()["allowed"]
         .as_bool()
         .unwrap()
-}
-
-/// Runs `sql` on the test database behind the server's back.
-async fn tamper(url: &str, sql: &str) {
-    use sqlx::{Connection, Executor};
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    if url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        conn.execute(sql).await.unwrap();
-    } else {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        conn.execute(sql).await.unwrap();
-    }
 }
 
 async fn account(app: &TestApp, admin: &Credentials, username: &str, is_admin: bool) {

@@ -321,16 +321,6 @@ impl Store {
         let at = now();
         let id = Uuid::new_v4();
         let by_admin = source == AssignmentSource::Admin;
-        let hold: &str = match source {
-            AssignmentSource::Admin => {
-                "UPDATE role_assignments SET held_by_admin = TRUE \
-                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
-            }
-            AssignmentSource::Scim => {
-                "UPDATE role_assignments SET held_by_scim = TRUE \
-                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
-            }
-        };
         let outcome = on_pool!(self, |pool| {
             let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
             let role_id = role_id!(tx, assignment.role);
@@ -374,17 +364,9 @@ impl Store {
         });
         let (user_id, role_id, outcome) = outcome;
         if !outcome.changed {
-            // Held already, by another source: this one holds it too. No
-            // policy change, so no revision.
-            on_pool!(self, |pool| {
-                sqlx::query(hold)
-                    .bind(user_id.0)
-                    .bind(role_id)
-                    .bind(assignment.scope.scope_type.as_str())
-                    .bind(assignment.scope.scope_id.as_str())
-                    .execute(pool)
-                    .await?;
-            });
+            // Held already, by another source: this one holds it too.
+            self.set_holder(source, true, user_id, role_id, assignment)
+                .await?;
         }
         Ok((user_id, outcome))
     }
@@ -397,16 +379,6 @@ impl Store {
         sub: &AuthentikSub,
         assignment: &RoleAssignment,
     ) -> Result<(UserId, ChangeOutcome)> {
-        let release: &str = match source {
-            AssignmentSource::Admin => {
-                "UPDATE role_assignments SET held_by_admin = FALSE \
-                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
-            }
-            AssignmentSource::Scim => {
-                "UPDATE role_assignments SET held_by_scim = FALSE \
-                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
-            }
-        };
         let outcome = on_pool!(self, |pool| {
             let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
             let role_id = role_id!(tx, assignment.role);
@@ -446,17 +418,43 @@ impl Store {
         let (user_id, role_id, outcome) = outcome;
         if !outcome.changed {
             // Still held by another source (or not at all): this one lets go.
-            on_pool!(self, |pool| {
-                sqlx::query(release)
-                    .bind(user_id.0)
-                    .bind(role_id)
-                    .bind(assignment.scope.scope_type.as_str())
-                    .bind(assignment.scope.scope_id.as_str())
-                    .execute(pool)
-                    .await?;
-            });
+            self.set_holder(source, false, user_id, role_id, assignment)
+                .await?;
         }
         Ok((user_id, outcome))
+    }
+
+    /// Whether `source` holds an assignment that stays either way: no policy
+    /// change, so no revision and no transaction of the change log.
+    async fn set_holder(
+        &self,
+        source: AssignmentSource,
+        holds: bool,
+        user_id: UserId,
+        role_id: Uuid,
+        assignment: &RoleAssignment,
+    ) -> Result<()> {
+        let sql: &str = match source {
+            AssignmentSource::Admin => {
+                "UPDATE role_assignments SET held_by_admin = $5 \
+                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
+            }
+            AssignmentSource::Scim => {
+                "UPDATE role_assignments SET held_by_scim = $5 \
+                 WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4"
+            }
+        };
+        on_pool!(self, |pool| {
+            sqlx::query(sql)
+                .bind(user_id.0)
+                .bind(role_id)
+                .bind(assignment.scope.scope_type.as_str())
+                .bind(assignment.scope.scope_id.as_str())
+                .bind(holds)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Every role with its parents and permissions, by name.

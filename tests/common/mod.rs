@@ -328,3 +328,16 @@ pub async fn redis_url() -> Option<String> {
         (false, true) => panic!("Redis at {url} is required under CI"),
     }
 }
+
+/// Runs `sql` on the test database behind the server's back.
+pub async fn tamper(url: &str, sql: &str) {
+    use sqlx::{Connection, Executor};
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+    }
+}
