@@ -487,20 +487,23 @@ async fn client_command(admin: &ClientAdmin, command: ClientCommand) -> anyhow::
                 println!("{}", serde_json::to_string(&clients)?);
             } else {
                 println!(
-                    "{:<28} {:<9} {:<25} {:<25} NAME",
-                    "CLIENT_KEY", "STATUS", "EXPIRES_AT", "LAST_USED_AT"
+                    "{:<28} {:<9} {:<25} {:<25} {:<30} NAME",
+                    "CLIENT_KEY", "STATUS", "EXPIRES_AT", "LAST_USED_AT", "CAPABILITIES"
                 );
                 let when = |t: Option<OffsetDateTime>| {
                     t.and_then(|t| t.format(&Rfc3339).ok())
                         .unwrap_or_else(|| "-".into())
                 };
                 for c in clients {
+                    let capabilities: Vec<&str> =
+                        c.capabilities.iter().map(|c| c.as_str()).collect();
                     println!(
-                        "{:<28} {:<9} {:<25} {:<25} {}",
+                        "{:<28} {:<9} {:<25} {:<25} {:<30} {}",
                         c.client_key,
                         c.status.as_str(),
                         when(c.expires_at),
                         when(c.last_used_at),
+                        capabilities.join(","),
                         c.name
                     );
                 }

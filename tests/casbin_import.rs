@@ -189,6 +189,14 @@ async fn key_match2_paths_import_and_export(t) {
     let err = import_texts(&fresh.store, &strict, policy).await.unwrap_err();
     assert!(err.contains("act * is literal"), "{err}");
     assert_eq!(fresh.store.current_revision().await.unwrap().0, 0, "nothing was written");
+
+    // keyMatch2 leaves the rest of an object a regular expression; memberd's
+    // patterns are literal, so an object whose meaning would change is
+    // refused, not imported as something else (issue 13).
+    let alternation = "p, reader, /api/(users|groups)/*, GET\ng, alice, reader\n";
+    let err = import_texts(&fresh.store, model, alternation).await.unwrap_err();
+    assert!(err.contains("regular-expression syntax"), "{err}");
+    assert_eq!(fresh.store.current_revision().await.unwrap().0, 0, "nothing was written");
 }
 
 }

@@ -27,7 +27,16 @@ enum Token {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModulePattern {
+    /// The literal bytes before the first `*` or `:name`: compared as a
+    /// slice first, which settles most questions (`/api/orders` against
+    /// `/api/users/:id`) before any set is built.
+    prefix: Box<[u8]>,
+    /// The literal bytes after the last `*` or `:name`, compared likewise.
+    suffix: Box<[u8]>,
+    /// What follows the prefix.
     tokens: Box<[Token]>,
+    /// Each byte the pattern names a literal, numbered (NO_SLOT: none).
+    slot_of: Box<[u16; 256]>,
 }
 
 /// Whether a module is a pattern rather than a name to compare.
@@ -69,57 +78,278 @@ impl ModulePattern {
                 }
             }
         }
+        let literal = |t: &Token| matches!(t, Token::Byte(_));
+        let bytes = |run: &[Token]| -> Box<[u8]> {
+            run.iter()
+                .filter_map(|t| match t {
+                    Token::Byte(b) => Some(*b),
+                    _ => None,
+                })
+                .collect()
+        };
+        let prefix_len = tokens.iter().take_while(|t| literal(t)).count();
+        let suffix_len = tokens[prefix_len..]
+            .iter()
+            .rev()
+            .take_while(|t| literal(t))
+            .count();
+        let prefix = bytes(&tokens[..prefix_len]);
+        let suffix = bytes(&tokens[tokens.len() - suffix_len..]);
+        let tokens: Vec<Token> = tokens.split_off(prefix_len);
+        let mut slot_of = Box::new([NO_SLOT; 256]);
+        let mut slots = 0;
+        for token in &tokens {
+            if let Token::Byte(b) = *token {
+                if slot_of[b as usize] == NO_SLOT {
+                    slot_of[b as usize] = slots;
+                    slots += 1;
+                }
+            }
+        }
         Some(Self {
+            prefix,
+            suffix,
             tokens: tokens.into_boxed_slice(),
+            slot_of,
         })
     }
 
-    /// Whether `path` matches, in time linear in the product of the two
-    /// lengths (both at most [`MAX_LEN`]) and without allocating.
+    /// Whether `path` matches. The set of path positions the tokens read so
+    /// far can end at is a 257-bit set, and each token moves it in a few
+    /// word operations: a literal shifts it and keeps the positions where
+    /// the path has that byte, `*` fills upward from the lowest, `:name`
+    /// fills upward within runs of non-`/` bytes (by a carrying add). So a
+    /// match costs about five words per pattern byte, on the stack, with
+    /// no backtracking whatever the pattern.
     pub fn matches(&self, path: &str) -> bool {
         let path = path.as_bytes();
         if path.len() > MAX_LEN {
             return false;
         }
-        // reached[j]: the tokens read so far match path[..j].
-        let mut reached = [false; MAX_LEN + 1];
-        reached[0] = true;
-        let reached = &mut reached[..=path.len()];
+        let Some(path) = path.strip_prefix(&*self.prefix) else {
+            return false;
+        };
+        if !path.ends_with(&self.suffix) {
+            return false;
+        }
+        // eq[slot]: the positions j (1-based) where path[j-1] is that byte,
+        // for the first TABLED_SLOTS distinct bytes of the pattern (others,
+        // rare, are found by a scan when their token comes).
+        let mut eq = [[0u64; WORDS]; TABLED_SLOTS];
+        let mut not_slash: Bits = [0; WORDS];
+        // Positions 0..=len: where a match can end.
+        let mut valid: Bits = [0; WORDS];
+        for (w, word) in valid.iter_mut().enumerate() {
+            let bits = (path.len() + 1).saturating_sub(w * 64).min(64);
+            *word = if bits == 64 { !0 } else { (1u64 << bits) - 1 };
+        }
+        for (i, &b) in path.iter().enumerate() {
+            let slot = self.slot_of[b as usize];
+            if (slot as usize) < TABLED_SLOTS {
+                set(&mut eq[slot as usize], i + 1);
+            }
+            if b != b'/' {
+                set(&mut not_slash, i + 1);
+            }
+        }
+        let mut reached: Bits = [0; WORDS];
+        set(&mut reached, 0);
         for token in self.tokens.iter() {
             match *token {
                 Token::Byte(b) => {
-                    for j in (1..reached.len()).rev() {
-                        reached[j] = reached[j - 1] && path[j - 1] == b;
+                    let slot = self.slot_of[b as usize] as usize;
+                    let scanned;
+                    let eq = match eq.get(slot) {
+                        Some(tabled) => tabled,
+                        None => {
+                            scanned = positions_of(path, b);
+                            &scanned
+                        }
+                    };
+                    let shifted = shift_up(&reached);
+                    for w in 0..WORDS {
+                        reached[w] = shifted[w] & eq[w];
                     }
-                    reached[0] = false;
                 }
                 Token::Any => {
-                    for j in 1..reached.len() {
-                        reached[j] = reached[j] || reached[j - 1];
+                    let Some(lowest) = lowest_set(&reached) else {
+                        return false;
+                    };
+                    let (word, bit) = (lowest / 64, lowest % 64);
+                    for w in 0..WORDS {
+                        reached[w] = match w.cmp(&word) {
+                            std::cmp::Ordering::Less => 0,
+                            std::cmp::Ordering::Equal => !0u64 << bit,
+                            std::cmp::Ordering::Greater => !0,
+                        } & valid[w];
                     }
                 }
                 Token::Segment => {
-                    // One or more bytes that are not `/`.
-                    let mut before = reached[0];
-                    reached[0] = false;
-                    for j in 1..reached.len() {
-                        let was = reached[j];
-                        reached[j] = (before || reached[j - 1]) && path[j - 1] != b'/';
-                        before = was;
+                    let shifted = shift_up(&reached);
+                    let mut first: Bits = [0; WORDS];
+                    for w in 0..WORDS {
+                        first[w] = shifted[w] & not_slash[w];
+                    }
+                    // not_slash + first carries through each run of
+                    // not-slash bits from every bit of `first` upward: the
+                    // bits that change are that fill (and one past it).
+                    let sum = add(&not_slash, &first);
+                    for w in 0..WORDS {
+                        reached[w] = ((sum[w] ^ not_slash[w]) & not_slash[w]) | first[w];
                     }
                 }
             }
-            if !reached.iter().any(|&r| r) {
+            if reached.iter().all(|&w| w == 0) {
                 return false;
             }
         }
-        reached[path.len()]
+        is_set(&reached, path.len())
     }
+}
+
+/// Positions 0..=MAX_LEN, as bits.
+const WORDS: usize = (MAX_LEN + 1).div_ceil(64);
+type Bits = [u64; WORDS];
+
+/// Distinct literal bytes whose positions are tabled before matching (a
+/// pattern rarely has more: 64 × 5 words on the stack).
+const TABLED_SLOTS: usize = 64;
+const NO_SLOT: u16 = u16::MAX;
+
+fn positions_of(path: &[u8], byte: u8) -> Bits {
+    let mut bits = [0; WORDS];
+    for (i, &b) in path.iter().enumerate() {
+        if b == byte {
+            set(&mut bits, i + 1);
+        }
+    }
+    bits
+}
+
+fn set(bits: &mut Bits, j: usize) {
+    bits[j / 64] |= 1 << (j % 64);
+}
+
+fn is_set(bits: &Bits, j: usize) -> bool {
+    bits[j / 64] & (1 << (j % 64)) != 0
+}
+
+fn shift_up(bits: &Bits) -> Bits {
+    let mut out = [0; WORDS];
+    let mut carry = 0;
+    for w in 0..WORDS {
+        out[w] = (bits[w] << 1) | carry;
+        carry = bits[w] >> 63;
+    }
+    out
+}
+
+fn lowest_set(bits: &Bits) -> Option<usize> {
+    bits.iter()
+        .enumerate()
+        .find(|(_, w)| **w != 0)
+        .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
+}
+
+fn add(a: &Bits, b: &Bits) -> Bits {
+    let mut out = [0; WORDS];
+    let mut carry = false;
+    for w in 0..WORDS {
+        let (sum, c1) = a[w].overflowing_add(b[w]);
+        let (sum, c2) = sum.overflowing_add(u64::from(carry));
+        out[w] = sum;
+        carry = c1 || c2;
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same language by the plainest dynamic programme: the oracle.
+    fn matches_slowly(pattern: &ModulePattern, path: &str) -> bool {
+        let path = path.as_bytes();
+        if path.len() > MAX_LEN {
+            return false;
+        }
+        // The whole pattern, prefix included, read token by token.
+        let all: Vec<Token> = pattern
+            .prefix
+            .iter()
+            .map(|b| Token::Byte(*b))
+            .chain(pattern.tokens.iter().copied())
+            .collect();
+        let mut reached = vec![false; path.len() + 1];
+        reached[0] = true;
+        for token in &all {
+            let before = reached.clone();
+            for j in 0..=path.len() {
+                reached[j] = match *token {
+                    Token::Byte(b) => j > 0 && before[j - 1] && path[j - 1] == b,
+                    Token::Any => (0..=j).any(|k| before[k]),
+                    Token::Segment => {
+                        j > 0 && (0..j).any(|k| before[k] && path[k..j].iter().all(|&c| c != b'/'))
+                    }
+                };
+            }
+        }
+        reached[path.len()]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_bit_parallel_matcher_agrees_with_the_plain_one(
+            pattern in "/[ab/*:.]{0,40}",
+            path in "[ab/.:]{0,70}",
+        ) {
+            if let Some(compiled) = ModulePattern::parse(&pattern) {
+                proptest::prop_assert_eq!(compiled.matches(&path), matches_slowly(&compiled, &path));
+                let slash = format!("/{path}");
+                proptest::prop_assert_eq!(compiled.matches(&slash), matches_slowly(&compiled, &slash));
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_beyond_the_table_still_match() {
+        let many: String = (0x21u8..0x7e)
+            .filter(|b| !matches!(b, b'*' | b':' | b'/'))
+            .map(char::from)
+            .collect();
+        assert!(many.len() > TABLED_SLOTS);
+        let pattern = ModulePattern::parse(&format!("/{many}*")).unwrap();
+        assert!(pattern.matches(&format!("/{many}/tail")));
+        assert!(!pattern.matches(&format!("/{}", &many[1..])));
+        assert!(matches_slowly(&pattern, &format!("/{many}/tail")));
+    }
+
+    #[test]
+    fn long_patterns_and_paths_agree_across_word_boundaries() {
+        let path = format!("/{}", "ab/".repeat(85));
+        for pattern in [
+            format!("/{}*", "ab/".repeat(40)),
+            format!("/{}", ":x/".repeat(85)),
+            format!("/{}", "*b".repeat(127)),
+            format!("/{}*", "a".repeat(200)),
+            "/*/:last".to_owned(),
+            // More distinct bytes than are tabled.
+            format!(
+                "/{}*",
+                (0x21u8..0x7e)
+                    .filter(|b| *b != b'*' && *b != b':' && *b != b'/')
+                    .map(char::from)
+                    .collect::<String>()
+            ),
+        ] {
+            let compiled = ModulePattern::parse(&pattern).unwrap();
+            assert_eq!(
+                compiled.matches(&path),
+                matches_slowly(&compiled, &path),
+                "{pattern}"
+            );
+        }
+    }
 
     fn matches(pattern: &str, path: &str) -> bool {
         ModulePattern::parse(pattern)

@@ -253,6 +253,19 @@ pub fn plan(enforcer: &Enforcer, scope_type: &ScopeType) -> Result<ImportPlan, C
                         "object pattern {object:?}: memberd matches patterns in paths starting with /"
                     )));
                 }
+                // keyMatch2 leaves the rest of the object a regular
+                // expression; memberd's patterns are literal but for `*` and
+                // `:name`. A `.` stays (literal, it matches a subset of what
+                // Casbin's would); anything that changes the language is refused.
+                ObjectMatch::KeyMatch2
+                    if object.contains([
+                        '(', ')', '[', ']', '{', '}', '|', '+', '?', '^', '$', '\\',
+                    ]) =>
+                {
+                    return Err(unsupported(format!(
+                        "object {object:?}: regular-expression syntax in a keyMatch2 object (memberd's patterns are literal but for * and :name)"
+                    )));
+                }
                 ObjectMatch::Equal | ObjectMatch::ResourceRoles
                     if patterned && object.starts_with('/') =>
                 {
