@@ -85,6 +85,9 @@ enum AnyPool {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The SQLite database's file (none in memory or on PostgreSQL): what
+    /// processes migrating together lock.
+    sqlite_file: Option<std::path::PathBuf>,
 }
 
 /// Runs one body against whichever pool the store holds.
@@ -297,9 +300,38 @@ pub struct LoadedGrant {
     pub effect: crate::model::Effect,
 }
 
+/// An exclusive `flock` on the SQLite file, released when dropped (the
+/// descriptor closes).
+struct MigrationLock(#[allow(dead_code)] std::fs::File);
+
+impl MigrationLock {
+    async fn take(path: std::path::PathBuf) -> Result<Self> {
+        tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            // SAFETY: flock on a descriptor this function owns; it blocks
+            // until the lock is ours.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(MigrationLock(file))
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|locked| locked)
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))
+    }
+}
+
 impl Store {
     /// Opens the database named by `url`, creating an SQLite file if it is missing.
     pub async fn connect(url: &str) -> Result<Self> {
+        let mut sqlite_file = None;
         let pool = if url.starts_with("sqlite:") {
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             let options = SqliteConnectOptions::from_str(url)?
@@ -308,6 +340,9 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
+            if !in_memory {
+                sqlite_file = Some(options.get_filename().to_path_buf());
+            }
             // Every connection to `:memory:` is a database of its own: keep one.
             let max = if in_memory { 1 } else { 8 };
             AnyPool::Sqlite(
@@ -338,7 +373,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
-        Ok(Self { pool })
+        Ok(Self { pool, sqlite_file })
     }
 
     pub fn backend(&self) -> Backend {
@@ -350,7 +385,16 @@ impl Store {
 
     /// Brings the schema up to date. A database migrated by a newer memberd
     /// is refused rather than run with a schema this build does not know.
+    ///
+    /// Processes starting together migrate one at a time: on PostgreSQL
+    /// under sqlx's advisory lock, on SQLite under an exclusive `flock` of
+    /// the database file (SQLite's own locks are `fcntl` locks, which
+    /// `flock` does not touch), so each finds the others' work done.
     pub async fn migrate(&self) -> Result<()> {
+        let _lock = match &self.sqlite_file {
+            Some(path) => Some(MigrationLock::take(path.clone()).await?),
+            None => None,
+        };
         let result = match &self.pool {
             AnyPool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
             AnyPool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
