@@ -32,6 +32,9 @@ const DEV_KEK_SETTING: &str = "dev_key_encryption_key";
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Tasks that use the pool in the background (the change follower, the
+    /// maintenance): stopped before the pool is closed.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens the store and brings its schema up to date.
@@ -175,7 +178,7 @@ impl Application {
         tracing::info!(revision = %engine.revision(), elapsed_ms = started.elapsed().as_millis() as u64, "policy compiled");
         let directory =
             Directory::new(store.clone(), engine.clone()).with_catalog(settings.catalog);
-        crate::service::follow::spawn(
+        let follower = crate::service::follow::spawn(
             directory.clone(),
             store.clone(),
             crate::service::follow::POLL_EVERY,
@@ -204,7 +207,7 @@ impl Application {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("loading the signing keys")?;
         let auth = auth.with_limits(limits.clone());
-        spawn_maintenance(auth.clone());
+        let maintenance = spawn_maintenance(auth.clone());
         let frontend_tokens = settings
             .frontend_secret
             .as_ref()
@@ -243,7 +246,11 @@ impl Application {
             settings: Arc::new(settings),
             store,
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            background: vec![follower, maintenance],
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -252,26 +259,58 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes, then finishes the requests in
+    /// flight for at most the grace period (`MEMBERD_SHUTDOWN_GRACE_SECONDS`),
+    /// stops the background tasks, and closes the pool, also within the
+    /// grace period: a stop never hangs on a connection that is not coming
+    /// back (the follower's `LISTEN` held one, and SIGTERM waited forever).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let store = self.state.store.clone();
+        let grace = self.state.settings.shutdown_grace;
         tracing::info!(
             addr = %self.local_addr(),
             backend = ?store.backend(),
             sessions = self.state.auth.sessions().backend(),
             "memberd listening"
         );
-        axum::serve(
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        };
+        let serve = axum::serve(
             self.listener,
             router(self.state).into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")?;
-        store.close().await;
+        .with_graceful_shutdown(signal)
+        .into_future();
+        tokio::pin!(serve);
+        let deadline = async {
+            if stopped.await.is_err() {
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = &mut serve => served.context("serving")?,
+            () = deadline => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "requests still in flight at the end of the grace period: stopping anyway");
+            }
+        }
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
+        }
+        if tokio::time::timeout(grace, store.close()).await.is_err() {
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "database connections still out at the end of the grace period: exiting anyway"
+            );
+        }
+        tracing::info!("stopped");
         Ok(())
     }
 }
@@ -279,7 +318,7 @@ impl Application {
 /// Picks up keys rotated by `memberd keys rotate` (another process), drops
 /// retired keys from the JWKS once their tokens have expired, and hourly
 /// deletes ended sessions and stale throttles.
-fn spawn_maintenance(auth: Auth) {
+fn spawn_maintenance(auth: Auth) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(30));
         every.tick().await;
@@ -294,7 +333,7 @@ fn spawn_maintenance(auth: Auth) {
                 }
             }
         }
-    });
+    })
 }
 
 /// Ctrl-C or SIGTERM.

@@ -329,7 +329,16 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             telemetry::init(settings.log_format, "info");
             let app = Application::build(settings).await?;
-            app.run_until(shutdown_signal()).await
+            app.run_until(async {
+                shutdown_signal().await;
+                // A second signal does not wait for the grace period.
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    tracing::warn!("second signal: exiting at once");
+                    std::process::exit(130);
+                });
+            })
+            .await
         }
         Command::Migrate => {
             telemetry::init(settings.log_format, "warn");

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// How long a stop waits, by default (see `Settings::shutdown_grace`).
+pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 20;
+
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -81,6 +84,9 @@ pub struct Settings {
     pub frontend_cipher: FrontendCipher,
     /// The longest an embedded token may claim to live.
     pub frontend_token_max_lifetime: Duration,
+    /// How long a stop waits for requests in flight, then for database
+    /// connections, before exiting anyway.
+    pub shutdown_grace: Duration,
     /// Paths where the user routes answer without any token (as anonymous).
     pub public_paths: Vec<PathPattern>,
     /// The identity provider whose bearer tokens `/me` accepts.
@@ -125,6 +131,7 @@ impl Settings {
             frontend_token_max_lifetime: Duration::from_secs(
                 crate::authn::frontend::DEFAULT_MAX_LIFETIME_SECONDS,
             ),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECONDS),
             public_paths: Vec::new(),
             oidc: None,
             authentik: None,
@@ -293,6 +300,15 @@ pub struct SettingsArgs {
         value_name = "SECONDS"
     )]
     pub frontend_token_max_seconds: Option<u64>,
+    /// How long a stop waits for requests in flight, then for database
+    /// connections [default: 20]; a second signal exits at once.
+    #[arg(
+        long,
+        env = "MEMBERD_SHUTDOWN_GRACE_SECONDS",
+        global = true,
+        value_name = "SECONDS"
+    )]
+    pub shutdown_grace_seconds: Option<u64>,
     /// Path (glob) where user routes need no token; repeat or separate with commas.
     #[arg(
         long = "public-path",
@@ -657,6 +673,10 @@ impl SettingsArgs {
                 .frontend_cipher
                 .or(file.frontend_cipher)
                 .unwrap_or_default(),
+            shutdown_grace: Duration::from_secs(
+                self.shutdown_grace_seconds
+                    .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECONDS),
+            ),
             frontend_token_max_lifetime: Duration::from_secs(
                 self.frontend_token_max_seconds
                     .unwrap_or(crate::authn::frontend::DEFAULT_MAX_LIFETIME_SECONDS)

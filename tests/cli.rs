@@ -51,7 +51,14 @@ struct Server {
 
 impl Server {
     fn start(db: &TestDb) -> Server {
+        Self::start_with(db, &[])
+    }
+
+    fn start_with(db: &TestDb, envs: &[(&str, &str)]) -> Server {
         let mut command = memberd(db);
+        for (name, value) in envs {
+            command.env(name, value);
+        }
         command
             .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
             .env("MEMBERD_LOG", "debug")
@@ -724,4 +731,73 @@ async fn two_server_processes_on_one_postgres_agree() {
     );
     drop(b);
     drop(a);
+}
+
+/// Regression (issue 14, fault 1): SIGTERM on PostgreSQL never finished,
+/// the follower's LISTEN connection held while the pool waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_stops_within_the_grace_period_and_keeps_acknowledged_writes() {
+    for backend in [common::Backend::Postgres, common::Backend::Sqlite] {
+        let Some(db) = TestDb::create(backend).await else {
+            return;
+        };
+        let mut server = Server::start_with(&db, &[("MEMBERD_SHUTDOWN_GRACE_SECONDS", "3")]);
+        let secret = server
+            .printed_secret()
+            .expect("the first start prints the secret");
+        let http = reqwest::Client::new();
+        let writes: Vec<_> = (0..40)
+            .map(|i| {
+                let request = http
+                    .post(server.url("/internal/users/upsert-by-sub"))
+                    .header("X-Internal-Secret", &secret)
+                    .json(&json!({"authentik_sub": format!("load-{i}")}));
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(i * 5)).await;
+                    let ok = request
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == StatusCode::OK);
+                    (i, ok)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(server.child.id().to_string())
+            .status();
+        let mut acknowledged = Vec::new();
+        for write in writes {
+            let (i, ok) = write.await.unwrap();
+            if ok {
+                acknowledged.push(i);
+            }
+        }
+        let exited = loop {
+            if server.child.try_wait().unwrap().is_some() {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            exited,
+            "{backend:?}: still running 10 s after SIGTERM (grace 3 s):\n{}",
+            server.log()
+        );
+        assert!(server.log().contains("stopped"), "{}", server.log());
+        let store = memberd::store::Store::connect(&db.url).await.unwrap();
+        for i in acknowledged {
+            let sub = memberd::model::AuthentikSub::parse(format!("load-{i}")).unwrap();
+            assert!(
+                store.user_by_sub(&sub).await.unwrap().is_some(),
+                "{backend:?}: acknowledged write {i} lost"
+            );
+        }
+        store.close().await;
+    }
 }

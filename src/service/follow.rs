@@ -15,8 +15,9 @@ use crate::store::Store;
 
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
-/// Follows the change log for as long as the runtime runs.
-pub fn spawn(directory: Directory, store: Store, poll: Duration) {
+/// Follows the change log until the returned task is aborted (at shutdown,
+/// before the pool closes: the listener holds one of its connections).
+pub fn spawn(directory: Directory, store: Store, poll: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut listener = match store.listen_revisions().await {
             Ok(listener) => listener,
@@ -35,7 +36,7 @@ pub fn spawn(directory: Directory, store: Store, poll: Duration) {
                 tracing::warn!(error = %e, "catching up with the change log failed");
             }
         }
-    });
+    })
 }
 
 /// Resolves on the next notification; never without a listener.
