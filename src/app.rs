@@ -17,6 +17,7 @@ use crate::authn::tokens::KeyEncryptionKey;
 use crate::config::{Environment, Settings};
 use crate::http::{AppState, router};
 use crate::ratelimit::Limits;
+use crate::redis_link::RedisLink;
 use crate::service::access::Engine;
 use crate::service::auth::{Auth, LoginSettings};
 use crate::service::authentik::Authentik;
@@ -130,16 +131,14 @@ fn issuer(settings: &Settings, local_addr: SocketAddr) -> String {
 }
 
 /// One connection to Redis, when configured, for sessions and rate limits alike.
-async fn redis(settings: &Settings) -> anyhow::Result<Option<redis::aio::ConnectionManager>> {
+async fn redis(settings: &Settings) -> anyhow::Result<Option<RedisLink>> {
     let Some(url) = &settings.redis_url else {
         return Ok(None);
     };
-    let connection = redis::Client::open(url.as_str())
-        .context("MEMBERD_REDIS_URL")?
-        .get_connection_manager()
+    let link = RedisLink::connect(url, settings.redis_timeout)
         .await
         .context("connecting to Redis (MEMBERD_REDIS_URL)")?;
-    Ok(Some(connection))
+    Ok(Some(link))
 }
 
 pub fn login_settings(settings: &Settings, issuer: String) -> LoginSettings {
@@ -184,13 +183,14 @@ impl Application {
             crate::service::follow::POLL_EVERY,
         );
         let kek = key_encryption_key(&settings, &store).await?;
-        let (sessions, limits) = match redis(&settings).await? {
-            Some(connection) => (
+        let redis = redis(&settings).await?;
+        let (sessions, limits) = match &redis {
+            Some(link) => (
                 SessionStore::Redis(
-                    RedisSessions::new(connection.clone(), settings.redis_prefix.as_str())
+                    RedisSessions::new(link.clone(), settings.redis_prefix.as_str())
                         .audited_in(store.clone()),
                 ),
-                Limits::redis(connection, settings.redis_prefix.as_str()),
+                Limits::redis(link.clone(), settings.redis_prefix.as_str()),
             ),
             None => (SessionStore::Database(store.clone()), Limits::default()),
         };
@@ -243,6 +243,7 @@ impl Application {
             .with_limits(limits.clone()),
             client_admin: ClientAdmin::new(store.clone(), KeyHasher::default()),
             internal_secrets: Arc::new(internal_secrets),
+            redis,
             settings: Arc::new(settings),
             store,
         };

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Redis' connect and command timeout, by default (see `Settings::redis_timeout`).
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// How long a stop waits, by default (see `Settings::shutdown_grace`).
 pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 20;
 
@@ -70,6 +73,8 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// Prepended to every Redis key, so that deployments can share a Redis.
     pub redis_prefix: String,
+    /// Bounds connecting to Redis and every command.
+    pub redis_timeout: Duration,
     pub login_captcha: CaptchaMode,
     pub password_min_length: usize,
     pub login_max_failures: u32,
@@ -119,6 +124,7 @@ impl Settings {
             key_encryption_key: None,
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            redis_timeout: DEFAULT_REDIS_TIMEOUT,
             login_captcha: CaptchaMode::default(),
             password_min_length: DEFAULT_MIN_PASSWORD_CHARS,
             login_max_failures: DEFAULT_LOGIN_MAX_FAILURES,
@@ -221,6 +227,15 @@ pub struct SettingsArgs {
         value_name = "URL"
     )]
     pub redis_url: Option<String>,
+    /// Milliseconds allowed for connecting to Redis and for each command
+    /// [default: 100]; past it Redis counts as down for a second.
+    #[arg(
+        long,
+        env = "MEMBERD_REDIS_TIMEOUT_MS",
+        global = true,
+        value_name = "MS"
+    )]
+    pub redis_timeout_ms: Option<u64>,
     /// When logins need a captcha [default: after_failures].
     #[arg(long, env = "MEMBERD_LOGIN_CAPTCHA", global = true, value_enum)]
     pub login_captcha: Option<CaptchaMode>,
@@ -689,6 +704,9 @@ impl SettingsArgs {
                 .clone()
                 .or(file.redis_url)
                 .filter(|u| !u.trim().is_empty()),
+            redis_timeout: self
+                .redis_timeout_ms
+                .map_or(DEFAULT_REDIS_TIMEOUT, |ms| Duration::from_millis(ms.max(1))),
             login_captcha: self
                 .login_captcha
                 .or(file.login_captcha)

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod png;
 pub mod ratelimit;
+pub mod redis_link;
 pub mod service;
 pub mod store;
 pub mod telemetry;

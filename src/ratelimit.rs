@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::RedisLink;
 
 /// GCRA on Redis' clock. KEYS[1]: the key; ARGV[1]: the interval between
 /// requests, ARGV[2]: the window, both in microseconds. Answers 0 when
@@ -49,7 +49,7 @@ pub enum Limits {
     /// Shared by every instance; when Redis cannot be reached, the
     /// in-process limiter stands in (a per-instance limit, not none).
     Redis {
-        connection: ConnectionManager,
+        link: RedisLink,
         prefix: String,
         script: Arc<redis::Script>,
         fallback: Arc<RateLimiter>,
@@ -63,9 +63,9 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub fn redis(connection: ConnectionManager, prefix: impl Into<String>) -> Self {
+    pub fn redis(link: RedisLink, prefix: impl Into<String>) -> Self {
         Self::Redis {
-            connection,
+            link,
             prefix: prefix.into(),
             script: Arc::new(redis::Script::new(GCRA_SCRIPT)),
             fallback: Arc::default(),
@@ -84,24 +84,28 @@ impl Limits {
         match self {
             Self::Memory(limiter) => limiter.check(key, per_minute, Instant::now()),
             Self::Redis {
-                connection,
+                link,
                 prefix,
                 script,
                 fallback,
             } => {
+                // While Redis is known to be down, count here without waiting.
+                let Some(mut connection) = link.connection() else {
+                    return fallback.check(key, per_minute, Instant::now());
+                };
                 let interval = WINDOW / per_minute.max(1);
-                let mut connection = connection.clone();
                 let answer: redis::RedisResult<i64> = script
                     .key(format!("{prefix}limit:{key}"))
                     .arg(interval.as_micros() as i64)
                     .arg(WINDOW.as_micros() as i64)
                     .invoke_async(&mut connection)
                     .await;
+                link.record(&answer);
                 match answer {
                     Ok(0) => Ok(()),
                     Ok(wait) => Err(Duration::from_micros(wait.max(1) as u64)),
                     Err(e) => {
-                        tracing::warn!(error = %e, "rate limits in Redis unavailable; counting in this instance");
+                        tracing::debug!(error = %e, "rate limits in Redis unavailable; counting in this instance");
                         fallback.check(key, per_minute, Instant::now())
                     }
                 }

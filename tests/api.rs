@@ -435,6 +435,18 @@ async fn readiness_fails_when_the_database_is_gone() {
     drop(db); // DROP DATABASE ... WITH (FORCE) ends the server's connections too
     let r = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // A request that needs the database is a retryable 503, not a 500
+    // (issue 14: clients could not tell an outage from a bug).
+    let r = http
+        .post(format!("{base}/internal/users/upsert-by-sub"))
+        .header("X-Internal-Secret", common::INTERNAL_SECRET)
+        .json(&json!({"authentik_sub": "ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_code(r).await, "storage_unavailable");
     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(
         r.status(),

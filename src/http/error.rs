@@ -130,6 +130,22 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(message) => {
                 Self::new(StatusCode::FORBIDDEN, "forbidden", message)
             }
+            ServiceError::Unavailable { dependency, cause } => {
+                tracing::warn!(dependency, %cause, "a dependency is unavailable");
+                let code = if dependency == "the database" {
+                    "storage_unavailable"
+                } else {
+                    "dependency_unavailable"
+                };
+                Self {
+                    retry_after: Some(Duration::from_secs(1)),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        code,
+                        format!("{dependency} is unavailable; retry shortly"),
+                    )
+                }
+            }
             ServiceError::Undeclared(message) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "undeclared_permission",

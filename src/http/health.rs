@@ -58,36 +58,39 @@ async fn healthz() -> Json<Value> {
 
 /// Ready: the database answers, within a bound so a hung database fails the probe.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => {
-            let mut body = json!({ "status": "ok" });
-            // A provider that cannot be reached (the keys in hand keep
-            // verifying), or stored rows the index left out, leave memberd
-            // serving: the body says so.
-            if let Some(oidc) = &state.oidc {
-                body["identity_provider"] =
-                    json!(if oidc.healthy() { "ok" } else { "unreachable" });
-            }
-            let skipped = state.engine.skipped_rows();
-            if skipped > 0 {
-                body["status"] = json!("degraded");
-                body["policy"] = json!({ "skipped_rows": skipped });
-            }
-            (StatusCode::OK, Json(body))
-        }
+    let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => "ok",
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "error" })),
-            )
+            "error"
         }
         Err(_) => {
             tracing::warn!("readiness: database check timed out");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "timeout" })),
-            )
+            "timeout"
         }
+    };
+    let mut body = json!({ "status": "ok", "database": database });
+    let mut ready = database == "ok";
+    // Redis holds the sessions when configured: without it no one signs in.
+    if let Some(redis) = &state.redis {
+        let up = redis.ping().await;
+        body["redis"] = json!(if up { "ok" } else { "unavailable" });
+        ready &= up;
     }
+    // A provider that cannot be reached (the keys in hand keep verifying),
+    // or stored rows the index left out, leave memberd serving: the body
+    // says so.
+    if let Some(oidc) = &state.oidc {
+        body["identity_provider"] = json!(if oidc.healthy() { "ok" } else { "unreachable" });
+    }
+    let skipped = state.engine.skipped_rows();
+    if skipped > 0 {
+        body["status"] = json!("degraded");
+        body["policy"] = json!({ "skipped_rows": skipped });
+    }
+    if !ready {
+        body["status"] = json!("unavailable");
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
+    (StatusCode::OK, Json(body))
 }

@@ -32,6 +32,37 @@ pub enum ServiceError {
     /// The caller may not give or take what it asked to (see `Authority`).
     #[error("{0}")]
     Forbidden(String),
+    /// A dependency (the database, Redis) cannot be reached: retryable.
+    #[error("{dependency} is unavailable: {cause}")]
+    Unavailable {
+        dependency: &'static str,
+        cause: String,
+    },
+}
+
+/// Whether the database could not be reached at all (as opposed to refusing
+/// or failing a statement): the client may retry.
+fn is_connection_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_storage_fault(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL's SQLSTATEs (five characters) for a lost or refused
+/// connection (class 08), an administrator's shutdown (57P) or a database
+/// that is gone (3D000); SQLite's result codes (numbers, the primary code in
+/// the low byte) for a full disk, an I/O error, a read-only or unopenable file.
+fn is_storage_fault(code: &str) -> bool {
+    if code.len() == 5 {
+        return code.starts_with("08") || code.starts_with("57P") || code == "3D000";
+    }
+    code.parse::<u32>()
+        .is_ok_and(|n| matches!(n & 0xff, 8 | 10 | 13 | 14))
 }
 
 /// How far the caller of a change to the policy may reach.
@@ -77,6 +108,10 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound(what) => ServiceError::NotFound(what),
             StoreError::AlreadyExists(what) => ServiceError::Conflict(what),
             StoreError::Refused(message) => ServiceError::Invalid(message),
+            StoreError::Database(e) if is_connection_failure(&e) => ServiceError::Unavailable {
+                dependency: "the database",
+                cause: e.to_string(),
+            },
             other => ServiceError::Store(other),
         }
     }

@@ -3,6 +3,8 @@
 //! the same questions and pass the same test suite.
 
 use redis::aio::ConnectionManager;
+
+use crate::redis_link::{RedisLink, is_outage};
 use time::OffsetDateTime;
 
 use super::ServiceError;
@@ -30,7 +32,7 @@ impl SessionStore {
     ) -> Result<(), ServiceError> {
         match self {
             Self::Database(store) => Ok(store.insert_session(session, refresh_digest).await?),
-            Self::Redis(redis) => redis.create(session, refresh_digest).await,
+            Self::Redis(redis) => redis.guarded(redis.create(session, refresh_digest)).await,
         }
     }
 
@@ -42,7 +44,7 @@ impl SessionStore {
     ) -> Result<Option<Session>, ServiceError> {
         let session = match self {
             Self::Database(store) => store.session(id).await?,
-            Self::Redis(redis) => redis.get(id).await?,
+            Self::Redis(redis) => redis.guarded(redis.get(id)).await?,
         };
         Ok(session.filter(|s| s.is_active(at)))
     }
@@ -54,7 +56,7 @@ impl SessionStore {
     ) -> Result<Vec<Session>, ServiceError> {
         match self {
             Self::Database(store) => Ok(store.sessions_of(user_id, at).await?),
-            Self::Redis(redis) => redis.list(user_id, at).await,
+            Self::Redis(redis) => redis.guarded(redis.list(user_id, at)).await,
         }
     }
 
@@ -69,7 +71,11 @@ impl SessionStore {
             Self::Database(store) => Ok(store
                 .refresh_session(old_digest, new_digest, at, idle_until)
                 .await?),
-            Self::Redis(redis) => redis.refresh(old_digest, new_digest, at, idle_until).await,
+            Self::Redis(redis) => {
+                redis
+                    .guarded(redis.refresh(old_digest, new_digest, at, idle_until))
+                    .await
+            }
         }
     }
 
@@ -77,14 +83,14 @@ impl SessionStore {
     pub async fn revoke(&self, id: SessionId, owner: Option<UserId>) -> Result<bool, ServiceError> {
         match self {
             Self::Database(store) => Ok(store.revoke_session(id, owner).await?),
-            Self::Redis(redis) => redis.revoke(id, owner).await,
+            Self::Redis(redis) => redis.guarded(redis.revoke(id, owner)).await,
         }
     }
 
     pub async fn revoke_all(&self, user_id: UserId) -> Result<u64, ServiceError> {
         match self {
             Self::Database(store) => Ok(store.revoke_sessions_of(user_id).await?),
-            Self::Redis(redis) => redis.revoke_all(user_id).await,
+            Self::Redis(redis) => redis.guarded(redis.revoke_all(user_id)).await,
         }
     }
 }
@@ -94,6 +100,9 @@ impl SessionStore {
 /// `{prefix}refresh:{digest}` is `sid|0` (current) or `sid|1` (spent).
 #[derive(Clone)]
 pub struct RedisSessions {
+    link: RedisLink,
+    /// The link's connection, taken once per store (the circuit is checked
+    /// by `guarded` before each call).
     connection: ConnectionManager,
     prefix: String,
     /// Where revocations are recorded: Redis holds sessions, not the audit log.
@@ -102,7 +111,14 @@ pub struct RedisSessions {
 
 impl From<redis::RedisError> for ServiceError {
     fn from(e: redis::RedisError) -> Self {
-        ServiceError::Internal(format!("redis: {e}"))
+        if is_outage(&e) {
+            ServiceError::Unavailable {
+                dependency: "Redis",
+                cause: e.to_string(),
+            }
+        } else {
+            ServiceError::Internal(format!("redis: {e}"))
+        }
     }
 }
 
@@ -131,17 +147,39 @@ fn millis_until(at: OffsetDateTime, until: OffsetDateTime) -> i64 {
 
 impl RedisSessions {
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, ServiceError> {
-        let client = redis::Client::open(url)?;
-        Ok(Self::new(client.get_connection_manager().await?, prefix))
+        let link = RedisLink::connect(url, crate::config::DEFAULT_REDIS_TIMEOUT).await?;
+        Ok(Self::new(link, prefix))
     }
 
-    /// On a connection shared with the rest of the process (the rate limits).
-    pub fn new(connection: ConnectionManager, prefix: impl Into<String>) -> Self {
+    /// On a link shared with the rest of the process (the rate limits).
+    pub fn new(link: RedisLink, prefix: impl Into<String>) -> Self {
         Self {
-            connection,
+            connection: link.connection_ignoring_circuit(),
+            link,
             prefix: prefix.into(),
             audit: None,
         }
+    }
+
+    /// Runs one session operation: refused at once while Redis is known to
+    /// be down, and its outcome kept for the circuit.
+    async fn guarded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ServiceError> {
+        if self.link.connection().is_none() {
+            return Err(ServiceError::Unavailable {
+                dependency: "Redis",
+                cause: "failing fast after a recent failure".into(),
+            });
+        }
+        let outcome = work.await;
+        match &outcome {
+            Err(ServiceError::Unavailable { cause, .. }) => self.link.trip(cause),
+            Ok(_) => self.link.recovered(),
+            Err(_) => {}
+        }
+        outcome
     }
 
     /// Records revocations in `store`'s audit log.
