@@ -71,6 +71,7 @@ async fn a_redis_outage_answers_503_at_once_and_recovers_by_itself() {
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let Some(app) = spawn_app_with(Backend::Sqlite, |s| {
         s.redis_url = Some(url);
+        s.redis_timeout = memberd::config::DEFAULT_REDIS_TIMEOUT;
         s.cookie_secure = false;
     })
     .await

@@ -146,8 +146,10 @@ fn millis_until(at: OffsetDateTime, until: OffsetDateTime) -> i64 {
 }
 
 impl RedisSessions {
+    /// On a link of its own, with a patient timeout (for tools and tests,
+    /// where a loaded machine must not read as an outage).
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, ServiceError> {
-        let link = RedisLink::connect(url, crate::config::DEFAULT_REDIS_TIMEOUT).await?;
+        let link = RedisLink::connect(url, std::time::Duration::from_secs(2)).await?;
         Ok(Self::new(link, prefix))
     }
 

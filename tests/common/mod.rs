@@ -145,6 +145,9 @@ pub async fn spawn_app_with(
     let mut settings = Settings::with_database(&db.url);
     settings.bind = "127.0.0.1:0".parse().unwrap();
     settings.internal_secrets = vec![Secret::new(INTERNAL_SECRET)];
+    // Many suites share two cores: a slow Redis answer must not read as an
+    // outage (the outage test stops its Redis, which fails at once).
+    settings.redis_timeout = Duration::from_secs(2);
     configure(&mut settings);
     if settings.redis_url.is_some()
         && settings.redis_prefix == memberd::config::DEFAULT_REDIS_PREFIX
