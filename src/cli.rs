@@ -608,7 +608,7 @@ async fn casbin_import(store: &Store, args: ImportArgs) -> anyhow::Result<()> {
         "compared {} of {} requests with Casbin's decisions: all equal; scopes are of type {scope_type}",
         report.verified.compared, report.verified.of
     );
-    println!("a running memberd serve loads the import when it restarts");
+    println!("running memberd serve processes follow the import within a second");
     Ok(())
 }
 
@@ -635,8 +635,11 @@ fn read_password(from_stdin: bool) -> anyhow::Result<Secret> {
             .context("reading the password from standard input")?;
         return Ok(Secret::new(line.trim_end_matches(['\r', '\n'])));
     }
-    let first = rpassword::prompt_password("Password: ").context("reading the password")?;
-    let again = rpassword::prompt_password("Password again: ").context("reading the password")?;
+    // Without a terminal there is nothing to prompt on: say what to do.
+    let no_terminal =
+        "reading the password from the terminal (none here? pipe it in with --password-stdin)";
+    let first = rpassword::prompt_password("Password: ").context(no_terminal)?;
+    let again = rpassword::prompt_password("Password again: ").context(no_terminal)?;
     if first != again {
         anyhow::bail!("the passwords differ");
     }
@@ -700,7 +703,7 @@ async fn admin_create(
         "created operator {} (authentik_sub {}) with the admin role",
         account.username, account.subject
     );
-    println!("a running memberd serve sees the new role assignment when it restarts");
+    println!("running memberd serve processes follow the new role assignment within a second");
     Ok(())
 }
 

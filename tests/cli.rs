@@ -801,3 +801,30 @@ async fn sigterm_under_load_stops_within_the_grace_period_and_keeps_acknowledged
         store.close().await;
     }
 }
+
+/// Issue 14 (the first hour): without a terminal, `admin create` failed
+/// with "No such device or address" and no word of `--password-stdin`.
+#[tokio::test]
+async fn admin_create_without_a_terminal_says_how_to_pass_the_password() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
+    let mut create = memberd(&db);
+    create.args(["admin", "create", "--username", "root"]).env(
+        "MEMBERD_INTERNAL_SECRETS",
+        "a-secret-of-enough-length-0123456789",
+    );
+    // setsid: no controlling terminal, as under systemd or in a container.
+    let mut detached = Command::new("setsid");
+    detached.arg(create.get_program()).args(create.get_args());
+    for (key, value) in create.get_envs() {
+        match value {
+            Some(value) => detached.env(key, value),
+            None => detached.env_remove(key),
+        };
+    }
+    let output = run(detached);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--password-stdin"), "{stderr}");
+}
