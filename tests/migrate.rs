@@ -35,7 +35,7 @@ async fn migrate_together(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn processes_starting_together_migrate_once_on_sqlite() {
-    for _ in 0..5 {
+    for _ in 0..20 {
         migrate_together(Backend::Sqlite).await;
     }
 }

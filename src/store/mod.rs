@@ -345,6 +345,13 @@ impl Store {
             }
             // Every connection to `:memory:` is a database of its own: keep one.
             let max = if in_memory { 1 } else { 8 };
+            // The first connection turns a new file to WAL, which takes an
+            // exclusive lock SQLite does not wait for: processes starting
+            // together take turns (the lock `migrate` takes too).
+            let _first = match &sqlite_file {
+                Some(path) => Some(MigrationLock::take(path.clone()).await?),
+                None => None,
+            };
             AnyPool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(max)
