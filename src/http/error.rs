@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::middleware::current_request_id;
-use crate::service::ServiceError;
 use crate::service::auth::AuthError;
 use crate::service::clients::ClientAuthError;
+use crate::service::{Dependency, ServiceError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -131,11 +131,10 @@ impl From<ServiceError> for ApiError {
                 Self::new(StatusCode::FORBIDDEN, "forbidden", message)
             }
             ServiceError::Unavailable { dependency, cause } => {
-                tracing::warn!(dependency, %cause, "a dependency is unavailable");
-                let code = if dependency == "the database" {
-                    "storage_unavailable"
-                } else {
-                    "dependency_unavailable"
+                tracing::warn!(%dependency, %cause, "a dependency is unavailable");
+                let code = match dependency {
+                    Dependency::Database => "storage_unavailable",
+                    Dependency::Redis => "dependency_unavailable",
                 };
                 Self {
                     retry_after: Some(Duration::from_secs(1)),

@@ -32,12 +32,28 @@ pub enum ServiceError {
     /// The caller may not give or take what it asked to (see `Authority`).
     #[error("{0}")]
     Forbidden(String),
-    /// A dependency (the database, Redis) cannot be reached: retryable.
+    /// A dependency cannot be reached: retryable.
     #[error("{dependency} is unavailable: {cause}")]
     Unavailable {
-        dependency: &'static str,
+        dependency: Dependency,
         cause: String,
     },
+}
+
+/// What memberd needs from outside the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Database,
+    Redis,
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Database => "the database",
+            Self::Redis => "Redis",
+        })
+    }
 }
 
 /// Whether the database could not be reached at all (as opposed to refusing
@@ -109,7 +125,7 @@ impl From<StoreError> for ServiceError {
             StoreError::AlreadyExists(what) => ServiceError::Conflict(what),
             StoreError::Refused(message) => ServiceError::Invalid(message),
             StoreError::Database(e) if is_connection_failure(&e) => ServiceError::Unavailable {
-                dependency: "the database",
+                dependency: Dependency::Database,
                 cause: e.to_string(),
             },
             other => ServiceError::Store(other),

@@ -2,12 +2,10 @@
 //! that several instances share them, and they expire by TTL). Both answer
 //! the same questions and pass the same test suite.
 
-use redis::aio::ConnectionManager;
-
 use crate::redis_link::{RedisLink, is_outage};
 use time::OffsetDateTime;
 
-use super::ServiceError;
+use super::{Dependency, ServiceError};
 use crate::model::{Session, SessionId, UserId};
 use crate::store::{RefreshOutcome, Store};
 
@@ -100,10 +98,9 @@ impl SessionStore {
 /// `{prefix}refresh:{digest}` is `sid|0` (current) or `sid|1` (spent).
 #[derive(Clone)]
 pub struct RedisSessions {
+    /// The circuit is checked by `guarded` before each operation, so its
+    /// steps use the connection directly.
     link: RedisLink,
-    /// The link's connection, taken once per store (the circuit is checked
-    /// by `guarded` before each call).
-    connection: ConnectionManager,
     prefix: String,
     /// Where revocations are recorded: Redis holds sessions, not the audit log.
     audit: Option<Store>,
@@ -113,7 +110,7 @@ impl From<redis::RedisError> for ServiceError {
     fn from(e: redis::RedisError) -> Self {
         if is_outage(&e) {
             ServiceError::Unavailable {
-                dependency: "Redis",
+                dependency: Dependency::Redis,
                 cause: e.to_string(),
             }
         } else {
@@ -156,7 +153,6 @@ impl RedisSessions {
     /// On a link shared with the rest of the process (the rate limits).
     pub fn new(link: RedisLink, prefix: impl Into<String>) -> Self {
         Self {
-            connection: link.connection_ignoring_circuit(),
             link,
             prefix: prefix.into(),
             audit: None,
@@ -171,13 +167,18 @@ impl RedisSessions {
     ) -> Result<T, ServiceError> {
         if self.link.connection().is_none() {
             return Err(ServiceError::Unavailable {
-                dependency: "Redis",
+                dependency: Dependency::Redis,
                 cause: "failing fast after a recent failure".into(),
             });
         }
         let outcome = work.await;
         match &outcome {
-            Err(ServiceError::Unavailable { cause, .. }) => self.link.trip(cause),
+            // Only Redis' own failures open its circuit (a revocation's
+            // audit record goes to the database).
+            Err(ServiceError::Unavailable {
+                dependency: Dependency::Redis,
+                cause,
+            }) => self.link.trip(cause),
             Ok(_) => self.link.recovered(),
             Err(_) => {}
         }
@@ -219,7 +220,7 @@ impl RedisSessions {
     async fn put(&self, session: &Session, at: OffsetDateTime) -> Result<(), ServiceError> {
         let json =
             serde_json::to_string(session).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let mut conn = self.connection.clone();
+        let mut conn = self.link.connection_ignoring_circuit();
         redis::pipe()
             .atomic()
             .cmd("SET")
@@ -247,7 +248,7 @@ impl RedisSessions {
     ) -> Result<bool, ServiceError> {
         let json =
             serde_json::to_string(session).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let mut conn = self.connection.clone();
+        let mut conn = self.link.connection_ignoring_circuit();
         let written: Option<String> = redis::cmd("SET")
             .arg(self.session_key(session.id))
             .arg(json)
@@ -261,7 +262,7 @@ impl RedisSessions {
 
     async fn create(&self, session: &Session, refresh_digest: &str) -> Result<(), ServiceError> {
         self.put(session, session.created_at).await?;
-        let mut conn = self.connection.clone();
+        let mut conn = self.link.connection_ignoring_circuit();
         redis::cmd("SET")
             .arg(self.refresh_key(refresh_digest))
             .arg(format!("{}|0", session.id))
@@ -276,7 +277,7 @@ impl RedisSessions {
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, ServiceError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.link.connection_ignoring_circuit();
         let json: Option<String> = redis::cmd("GET")
             .arg(self.session_key(id))
             .query_async(&mut conn)
@@ -290,7 +291,7 @@ impl RedisSessions {
         user_id: UserId,
         at: OffsetDateTime,
     ) -> Result<Vec<Session>, ServiceError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.link.connection_ignoring_circuit();
         let ids: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.user_key(user_id))
             .query_async(&mut conn)
@@ -311,7 +312,7 @@ impl RedisSessions {
     }
 
     async fn forget(&self, user_id: UserId, raw_id: &str) -> Result<(), ServiceError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.link.connection_ignoring_circuit();
         redis::cmd("SREM")
             .arg(self.user_key(user_id))
             .arg(raw_id)
@@ -327,7 +328,7 @@ impl RedisSessions {
         at: OffsetDateTime,
         idle_until: OffsetDateTime,
     ) -> Result<RefreshOutcome, ServiceError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.link.connection_ignoring_circuit();
         let (verdict, value): (String, String) = redis::Script::new(REFRESH_SCRIPT)
             .key(self.refresh_key(old_digest))
             .key(self.refresh_key(new_digest))
@@ -374,7 +375,7 @@ impl RedisSessions {
         if owner.is_some_and(|o| o != session.user_id) {
             return Ok(false);
         }
-        let mut conn = self.connection.clone();
+        let mut conn = self.link.connection_ignoring_circuit();
         let deleted: i64 = redis::cmd("DEL")
             .arg(self.session_key(id))
             .query_async(&mut conn)
@@ -387,7 +388,7 @@ impl RedisSessions {
     }
 
     async fn revoke_all(&self, user_id: UserId) -> Result<u64, ServiceError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.link.connection_ignoring_circuit();
         let ids: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.user_key(user_id))
             .query_async(&mut conn)
