@@ -545,11 +545,8 @@ pub async fn rate_limit(
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let ip = crate::ratelimit::address_key(
-        &super::extract::client_info(&parts, &state)
-            .ip
-            .unwrap_or_default(),
-    );
+    let ip = super::extract::caller_ip(&parts, &state)
+        .map_or_else(String::new, crate::ratelimit::address_key);
     let limit = state.settings.auth_rate_limit_per_minute;
     if let Err(retry_after) = state.limits.check(&format!("auth:{ip}"), limit).await {
         return ApiError::rate_limited(retry_after).into_response();

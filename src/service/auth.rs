@@ -768,10 +768,13 @@ impl Auth {
         // An unparseable username is treated as unknown, not told apart.
         let username = Username::parse(request.username.clone()).ok();
         let user_key = account_key_raw(&request.username);
-        let ip_key = client
-            .ip
-            .as_deref()
-            .map(|ip| format!("ip:{}", crate::ratelimit::address_key(ip)));
+        // The address was rendered from an IpAddr; text that is none counts as itself.
+        let ip_key = client.ip.as_deref().map(|ip| {
+            let counted = ip
+                .parse()
+                .map_or_else(|_| ip.to_owned(), crate::ratelimit::address_key);
+            format!("ip:{counted}")
+        });
 
         if self.captcha_required(&user_key, ip_key.as_deref()).await? {
             self.check_captcha(

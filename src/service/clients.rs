@@ -446,10 +446,9 @@ impl ClientAuthenticator {
         if !cached {
             // A hash is the expensive part: an address that guessed wrong
             // too often, or a full queue, is refused before any runs.
-            let address = request.ip.map_or_else(
-                || "unknown".to_owned(),
-                |ip| crate::ratelimit::address_key(&ip.to_string()),
-            );
+            let address = request
+                .ip
+                .map_or_else(|| "unknown".to_owned(), crate::ratelimit::address_key);
             if let Some(retry_after) = self.guessing.blocked(&address) {
                 return Err(ClientAuthError::RateLimited { retry_after });
             }
