@@ -136,6 +136,17 @@ async fn a_narrow_client_cannot_hand_out_memberds_own_authority(app) {
     // And nothing it was not: creating a client takes `admin`.
     let r = post(&app, &narrow, "/admin/clients", json!({"name": "escalated"})).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // A client that may change roles cannot bind the console's own rules
+    // (they reveal `memberd`), nor unbind them from a role that has them.
+    let roles = client_with(&app, &[Capability::RolesWrite], &[]).await;
+    assert_eq!(post(&app, &roles, "/admin/roles", json!({"name": "staff"})).await.status(), StatusCode::CREATED);
+    let bind = |rules: Value| call(&app, &roles, Method::PUT, "/admin/roles/staff/rules").json(&json!({"rules": rules})).send();
+    assert_eq!(bind(json!(["memberd:users"])).await.unwrap().status(), StatusCode::FORBIDDEN);
+    let r = call(&app, &admin, Method::PUT, "/admin/roles/staff/rules")
+        .json(&json!({"rules": ["memberd:users"]})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(bind(json!([])).await.unwrap().status(), StatusCode::FORBIDDEN);
 }
 
 async fn capabilities_are_enforced_on_every_route_family(app) {

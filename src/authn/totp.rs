@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::api_key::hex;
 use super::tokens::KeyEncryptionKey;
+use crate::model::UserId;
 use crate::png;
 
 /// RFC 4648 base32, the encoding authenticator apps expect.
@@ -217,11 +218,11 @@ fn normalise_recovery_code(code: &str) -> String {
 /// the key-encryption key, which is not in the database) and bound to its
 /// user. 50 random bits are too few against a sweep of a database copy when
 /// the digest is a bare hash; with the key elsewhere a copy reveals nothing.
-pub fn recovery_code_digest(kek: &KeyEncryptionKey, user: &str, code: &str) -> String {
+pub fn recovery_code_digest(kek: &KeyEncryptionKey, user: UserId, code: &str) -> String {
     format!(
         "{KEYED_PREFIX}{}",
         kek.keyed_digest(
-            &format!("recovery-code:{user}"),
+            &format!("recovery-code:{}", user.0),
             normalise_recovery_code(code).as_bytes()
         )
     )
@@ -359,11 +360,12 @@ mod tests {
         let unique: std::collections::HashSet<_> = codes.iter().collect();
         assert_eq!(unique.len(), 10);
         let (kek, _) = KeyEncryptionKey::generate();
+        let u1 = UserId(uuid::Uuid::new_v4());
         for code in &codes {
             assert!(is_recovery_code(code), "{code}");
             assert_eq!(
-                recovery_code_digest(&kek, "u1", code),
-                recovery_code_digest(&kek, "u1", &code.to_uppercase().replace('-', ""))
+                recovery_code_digest(&kek, u1, code),
+                recovery_code_digest(&kek, u1, &code.to_uppercase().replace('-', ""))
             );
         }
         assert!(!is_recovery_code("123456"));
@@ -374,19 +376,20 @@ mod tests {
     #[test]
     fn recovery_code_digests_are_keyed_and_per_user() {
         let code = &generate_recovery_codes()[0];
+        let (u1, u2) = (UserId(uuid::Uuid::new_v4()), UserId(uuid::Uuid::new_v4()));
         let (kek, _) = KeyEncryptionKey::generate();
         let (other_kek, _) = KeyEncryptionKey::generate();
-        let digest = recovery_code_digest(&kek, "u1", code);
+        let digest = recovery_code_digest(&kek, u1, code);
         assert!(digest.starts_with("hmac:"));
         assert!(!digest.contains(&legacy_recovery_code_digest(code)));
         assert_ne!(
             digest,
-            recovery_code_digest(&other_kek, "u1", code),
+            recovery_code_digest(&other_kek, u1, code),
             "needs the key"
         );
         assert_ne!(
             digest,
-            recovery_code_digest(&kek, "u2", code),
+            recovery_code_digest(&kek, u2, code),
             "bound to its user"
         );
     }

@@ -392,28 +392,20 @@ async fn save(
     user_name: &str,
 ) -> Result<UserId, ScimError> {
     let upsert = fields.upsert(sub)?;
+    let record = |id| {
+        state.store.put_scim_user(
+            &client.client_key,
+            id,
+            user_name,
+            fields.external_id.as_deref(),
+        )
+    };
     if let Some(id) = existing {
-        state
-            .store
-            .put_scim_user(
-                &client.client_key,
-                id,
-                user_name,
-                fields.external_id.as_deref(),
-            )
-            .await?;
+        record(id).await?;
     }
     let user = state.auth.upsert_user(&upsert).await?;
     if existing.is_none() {
-        state
-            .store
-            .put_scim_user(
-                &client.client_key,
-                user.id,
-                user_name,
-                fields.external_id.as_deref(),
-            )
-            .await?;
+        record(user.id).await?;
     }
     Ok(user.id)
 }

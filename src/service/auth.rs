@@ -894,7 +894,7 @@ impl Auth {
     async fn second_factor(&self, account: &LocalAccount, code: &str) -> Result<bool, AuthError> {
         self.limit_totp(account.user_id).await?;
         if totp::is_recovery_code(code) {
-            let keyed = totp::recovery_code_digest(&self.kek, &account.user_id.0.to_string(), code);
+            let keyed = totp::recovery_code_digest(&self.kek, account.user_id, code);
             let used = self
                 .store
                 .use_recovery_code(account.user_id, &keyed)
@@ -1140,7 +1140,7 @@ impl Auth {
         let codes = totp::generate_recovery_codes();
         let digests: Vec<String> = codes
             .iter()
-            .map(|c| totp::recovery_code_digest(&self.kek, &account.user_id.0.to_string(), c))
+            .map(|c| totp::recovery_code_digest(&self.kek, account.user_id, c))
             .collect();
         if !self
             .store

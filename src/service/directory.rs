@@ -506,9 +506,13 @@ impl Directory {
         rules: &[RuleName],
     ) -> Result<Revision, ServiceError> {
         self.guard_role(authority, role)?;
-        self.guard_rules(authority, rules).await?;
-        self.guard_rules(authority, &self.store.role_rules(role).await?)
-            .await?;
+        if authority == Authority::Delegated {
+            // The rules bound now, and those bound before (which the change
+            // takes away), checked in one pass over the tree.
+            let mut touched = self.store.role_rules(role).await?;
+            touched.extend_from_slice(rules);
+            self.guard_rules(authority, &touched).await?;
+        }
         let _writer = self.writer.lock().await;
         let (affected, _) = self.affected_by(role)?;
         let outcome = self.store.set_role_rules(role, rules, &affected).await?;

@@ -305,6 +305,15 @@ pub struct LoadedGrant {
 struct MigrationLock(#[allow(dead_code)] std::fs::File);
 
 impl MigrationLock {
+    /// The lock on the store's SQLite file; none to take in memory or on
+    /// PostgreSQL.
+    async fn take_for(file: &Option<std::path::PathBuf>) -> Result<Option<Self>> {
+        match file {
+            Some(path) => Ok(Some(Self::take(path.clone()).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn take(path: std::path::PathBuf) -> Result<Self> {
         tokio::task::spawn_blocking(move || {
             use std::os::fd::AsRawFd;
@@ -348,10 +357,7 @@ impl Store {
             // The first connection turns a new file to WAL, which takes an
             // exclusive lock SQLite does not wait for: processes starting
             // together take turns (the lock `migrate` takes too).
-            let _first = match &sqlite_file {
-                Some(path) => Some(MigrationLock::take(path.clone()).await?),
-                None => None,
-            };
+            let _first = MigrationLock::take_for(&sqlite_file).await?;
             AnyPool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(max)
@@ -398,10 +404,7 @@ impl Store {
     /// the database file (SQLite's own locks are `fcntl` locks, which
     /// `flock` does not touch), so each finds the others' work done.
     pub async fn migrate(&self) -> Result<()> {
-        let _lock = match &self.sqlite_file {
-            Some(path) => Some(MigrationLock::take(path.clone()).await?),
-            None => None,
-        };
+        let _lock = MigrationLock::take_for(&self.sqlite_file).await?;
         let result = match &self.pool {
             AnyPool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
             AnyPool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
