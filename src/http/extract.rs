@@ -247,6 +247,7 @@ async fn api_client(
     parts: &Parts,
     state: &AppState,
     freshness: Freshness,
+    needs: Capability,
 ) -> Result<ApiClient, ApiError> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(client_key), Some(api_key)) = (header("x-client-key"), header("x-api-key")) else {
@@ -262,7 +263,7 @@ async fn api_client(
         origin: header("origin"),
         ip: caller_ip(parts, state),
         path: parts.uri.path(),
-        needs: Required::of(&parts.extensions),
+        needs,
     };
     let client = state.client_auth.authenticate(request, freshness).await?;
     tracing::debug!(client_key = %client.client_key, "api client authenticated");
@@ -295,9 +296,14 @@ impl FromRequestParts<AppState> for AdminCaller {
             && (parts.headers.contains_key(header::AUTHORIZATION)
                 || cookie(&parts.headers, ACCESS_COOKIE).is_some());
         if !signed_in {
-            return api_client(parts, state, Freshness::Strict)
-                .await
-                .map(AdminCaller::Client);
+            return api_client(
+                parts,
+                state,
+                Freshness::Strict,
+                Required::of(&parts.extensions),
+            )
+            .await
+            .map(AdminCaller::Client);
         }
         let SignedIn(principal) = SignedIn::from_request_parts(parts, state).await?;
         let may_administer = state.engine.check(
@@ -342,7 +348,7 @@ impl FromRequestParts<AppState> for DecisionCaller {
             });
         }
         if parts.headers.contains_key("x-client-key") {
-            return api_client(parts, state, Freshness::Recent)
+            return api_client(parts, state, Freshness::Recent, Capability::Check)
                 .await
                 .map(|_| DecisionCaller::Client);
         }

@@ -88,10 +88,10 @@ impl Auth {
     }
 }
 
-/// The capability the matched operation asks of an API client, as its
-/// route left it in the request's extensions. The authenticating
-/// extractors read it; where it is missing they ask for `admin`, so a
-/// route that forgot to say is closed, not open.
+/// The capability the matched admin operation asks of an API client, as
+/// its route left it in the request's extensions. `AdminCaller` reads it;
+/// where it is missing it asks for `admin`, so a route that forgot to say
+/// is closed, not open.
 #[derive(Debug, Clone, Copy)]
 pub struct Required(pub Capability);
 
@@ -182,9 +182,15 @@ impl Api {
         handler: MethodRouter<AppState>,
         docs: &[Doc],
     ) -> Self {
+        // Admin routes differ in what they need; decision and SCIM routes
+        // always need `check` and `scim`, which their extractors ask for
+        // themselves, so a check pays for no layer.
         let needs: Arc<[(Method, Capability)]> = docs
             .iter()
-            .filter_map(|d| Some((d.method.parse().ok()?, d.auth.capability()?)))
+            .filter_map(|d| match d.auth {
+                Auth::Admin(capability) => Some((d.method.parse().ok()?, capability)),
+                _ => None,
+            })
             .collect();
         let handler = if needs.is_empty() {
             handler
