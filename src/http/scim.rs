@@ -912,8 +912,13 @@ async fn existing_users(
     ids: &[UserId],
 ) -> Result<(), ScimError> {
     for id in ids {
-        if load(state, client, *id).await.is_err() {
-            return Err(ScimError::bad("invalidValue", format!("no user {}", id.0)));
+        match load(state, client, *id).await {
+            Ok(_) => {}
+            Err(e) if e.status == StatusCode::NOT_FOUND => {
+                return Err(ScimError::bad("invalidValue", format!("no user {}", id.0)));
+            }
+            // A store that cannot answer is its own error, not a missing user.
+            Err(e) => return Err(e),
         }
     }
     Ok(())
