@@ -131,7 +131,7 @@ impl From<ServiceError> for ApiError {
                 Self::new(StatusCode::FORBIDDEN, "forbidden", message)
             }
             ServiceError::Unavailable { dependency, cause } => {
-                tracing::warn!(%dependency, %cause, "a dependency is unavailable");
+                dependency.log_unavailable(&cause);
                 let code = match dependency {
                     Dependency::Database => "storage_unavailable",
                     Dependency::Redis => "dependency_unavailable",

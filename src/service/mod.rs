@@ -56,6 +56,38 @@ impl std::fmt::Display for Dependency {
     }
 }
 
+impl Dependency {
+    /// Logs an outage once as it is first seen, then at most once a minute
+    /// with the number of requests it failed meanwhile: a full disk under
+    /// load failed thousands of requests, each logging the same line.
+    pub fn log_unavailable(self, cause: &dyn std::fmt::Display) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static LAST_LOGGED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+        static SILENCED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+        const EVERY_SECONDS: u64 = 60;
+        let slot = self as usize;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = LAST_LOGGED[slot].load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= EVERY_SECONDS
+            && LAST_LOGGED[slot]
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if due {
+            let failed_since = SILENCED[slot].swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                dependency = %self,
+                %cause,
+                failed_since_last_logged = failed_since,
+                "a dependency is unavailable; answering 503 until it is back"
+            );
+        } else {
+            SILENCED[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Whether the database could not be reached at all (as opposed to refusing
 /// or failing a statement): the client may retry.
 fn is_connection_failure(e: &sqlx::Error) -> bool {

@@ -35,7 +35,7 @@ use sqlx::postgres::{PgPoolOptions, Postgres};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Pool, Transaction};
+use sqlx::{Connection, Pool, Transaction};
 use time::OffsetDateTime;
 
 use crate::model::{Grant, Revision, User, UserId};
@@ -337,6 +337,24 @@ impl MigrationLock {
     }
 }
 
+/// Whether a pooled connection may be handed out again.
+///
+/// When a disk fills, SQLite rolls the transaction back by itself as a
+/// statement or `COMMIT` fails; the `ROLLBACK` sqlx then sends finds no
+/// transaction and fails, and sqlx keeps counting the connection as inside
+/// one, so every later `BEGIN` on it failed ("begin_with at non-zero
+/// transaction depth") long after the disk had room again. By the time a
+/// connection is acquired the pool has flushed its pending rollback (the
+/// ping on release), so one still inside a transaction is broken: the pool
+/// closes it and opens a fresh one.
+fn left_clean(conn: &mut impl Connection) -> bool {
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::debug!("closing a connection left inside a failed transaction");
+    }
+    clean
+}
+
 impl Store {
     /// Opens the database named by `url`, creating an SQLite file if it is missing.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -372,6 +390,7 @@ impl Store {
                     } else {
                         Some(Duration::from_secs(1800))
                     })
+                    .before_acquire(|conn, _| Box::pin(async move { Ok(left_clean(conn)) }))
                     .connect_with(options)
                     .await?,
             )
@@ -380,6 +399,7 @@ impl Store {
                 PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    .before_acquire(|conn, _| Box::pin(async move { Ok(left_clean(conn)) }))
                     .connect(url)
                     .await?,
             )

@@ -27,7 +27,7 @@ pub enum Backend {
     Postgres,
 }
 
-fn postgres_admin_url() -> String {
+pub fn postgres_admin_url() -> String {
     std::env::var("MEMBERD_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -81,6 +81,18 @@ impl TestDb {
                     pg_name: Some(name),
                 })
             }
+        }
+    }
+}
+
+impl TestDb {
+    /// An SQLite database in `dir`, which the caller owns (a filesystem of
+    /// the test's own, say).
+    pub fn sqlite_in(dir: &std::path::Path) -> TestDb {
+        TestDb {
+            url: format!("sqlite://{}", dir.join("memberd.db").display()),
+            _dir: None,
+            pg_name: None,
         }
     }
 }
