@@ -11,8 +11,9 @@ use tokio::net::TcpListener;
 use crate::authn::Secret;
 use crate::authn::api_key::generate_api_key;
 use crate::authn::frontend::FrontendTokens;
+use crate::authn::hashing::HashPool;
 use crate::authn::internal::{InternalSecrets, stored_digest};
-use crate::authn::password::{PasswordHasher, PasswordPolicy};
+use crate::authn::password::PasswordPolicy;
 use crate::authn::tokens::KeyEncryptionKey;
 use crate::config::{Environment, Settings};
 use crate::http::{AppState, router};
@@ -21,7 +22,7 @@ use crate::redis_link::RedisLink;
 use crate::service::access::Engine;
 use crate::service::auth::{Auth, LoginSettings};
 use crate::service::authentik::Authentik;
-use crate::service::clients::{ClientAdmin, ClientAuthenticator, KeyHasher};
+use crate::service::clients::{ClientAdmin, ClientAuthenticator};
 use crate::service::directory::Directory;
 use crate::service::oidc::Oidc;
 use crate::service::sessions::{RedisSessions, SessionStore};
@@ -33,6 +34,8 @@ const DEV_KEK_SETTING: &str = "dev_key_encryption_key";
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// A development secret generated for this start, kept and shown once listening.
+    new_secret: Option<Secret>,
     /// Tasks that use the pool in the background (the change follower, the
     /// maintenance): stopped before the pool is closed.
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -42,48 +45,87 @@ pub struct Application {
 pub async fn open_store(database_url: &str) -> anyhow::Result<Store> {
     let store = Store::connect(database_url)
         .await
-        .context("opening the database")?;
+        .map_err(|e| anyhow::anyhow!("opening the database: {}", connect_failure(&e)))?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }
 
-/// The configured internal secrets; in development without any, one generated
-/// on first start and printed once (only its digest is stored).
-async fn internal_secrets(settings: &Settings, store: &Store) -> anyhow::Result<InternalSecrets> {
+/// One line that says why the database could not be opened. sqlx's error
+/// prints PostgreSQL's message and then, as its source, the same message
+/// again; and a missing database deserves the step that creates it.
+fn connect_failure(e: &crate::store::StoreError) -> String {
+    use crate::store::StoreError;
+    match e {
+        StoreError::Database(sqlx::Error::Database(db))
+            if db.code().as_deref() == Some("3D000") =>
+        {
+            format!(
+                "{} (memberd does not create PostgreSQL databases: create it first, \
+                 e.g. `createdb -h 127.0.0.1 -U postgres memberd`)",
+                db.message()
+            )
+        }
+        StoreError::Database(sqlx::Error::Database(db)) => db.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The configured internal secrets; in development without any, the one
+/// generated on an earlier start (only its digest is kept), or a new one.
+/// A new one is stored and shown only once the server listens
+/// ([`announce_new_secret`]): generated and stored before a start that then
+/// failed (the port taken, say), it was never shown and never shown again.
+async fn internal_secrets(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<(InternalSecrets, Option<Secret>)> {
     let mut secrets = InternalSecrets::new(&settings.internal_secrets);
     if !secrets.is_empty() {
-        return Ok(secrets);
+        return Ok((secrets, None));
     }
     if settings.environment == Environment::Production {
         bail!(
             "no internal secret configured: set MEMBERD_INTERNAL_SECRETS (production refuses to generate one)"
         );
     }
-    let candidate = Secret::new(generate_api_key().expose().replacen("mbr_", "mbs_", 1));
-    if store
-        .insert_setting_if_absent(DEV_SECRET_SETTING, &stored_digest(&candidate))
-        .await?
-    {
-        eprintln!(
-            "\n  memberd generated a development internal secret (shown once, only its hash is kept):\n\n    \
-             X-Internal-Secret: {}\n\n  To choose your own, set MEMBERD_INTERNAL_SECRETS.\n",
-            candidate.expose()
-        );
-    } else {
-        tracing::info!(
-            "using the development internal secret generated on first start; set MEMBERD_INTERNAL_SECRETS to replace it"
-        );
-    }
-    let digest = store
-        .setting(DEV_SECRET_SETTING)
-        .await?
-        .context("the development secret vanished")?;
+    let (digest, new) = match store.setting(DEV_SECRET_SETTING).await? {
+        Some(digest) => {
+            tracing::info!(
+                "using the development internal secret generated on first start; set MEMBERD_INTERNAL_SECRETS to replace it"
+            );
+            (digest, None)
+        }
+        None => {
+            let new = Secret::new(generate_api_key().expose().replacen("mbr_", "mbs_", 1));
+            (stored_digest(&new), Some(new))
+        }
+    };
     if !secrets.push_stored_digest(&digest) {
         bail!(
             "the stored development secret digest is malformed; delete setting {DEV_SECRET_SETTING}"
         );
     }
-    Ok(secrets)
+    Ok((secrets, new))
+}
+
+/// Keeps a newly generated development secret's digest and shows the secret,
+/// once the server is listening.
+async fn announce_new_secret(store: &Store, secret: &Secret) -> anyhow::Result<()> {
+    if !store
+        .insert_setting_if_absent(DEV_SECRET_SETTING, &stored_digest(secret))
+        .await?
+    {
+        bail!(
+            "another memberd generated the development internal secret at the same moment; start again \
+             (or set MEMBERD_INTERNAL_SECRETS)"
+        );
+    }
+    eprintln!(
+        "\n  memberd generated a development internal secret (shown once, only its hash is kept):\n\n    \
+         X-Internal-Secret: {}\n\n  To choose your own, set MEMBERD_INTERNAL_SECRETS.\n",
+        secret.expose()
+    );
+    Ok(())
 }
 
 /// The configured key-encryption key; in development without one, one
@@ -152,13 +194,14 @@ pub fn login_settings(settings: &Settings, issuer: String) -> LoginSettings {
     login
 }
 
-pub fn password_hasher(settings: &Settings) -> anyhow::Result<PasswordHasher> {
-    let permits = settings
+/// The process's one pool for password-grade hashes: logins and API keys.
+pub fn hash_pool(settings: &Settings) -> anyhow::Result<HashPool> {
+    let threads = settings
         .password_hash_concurrency
-        .unwrap_or_else(PasswordHasher::default_permits);
-    PasswordHasher::new(
+        .unwrap_or_else(HashPool::default_threads);
+    HashPool::new(
         settings.password_hash_cost,
-        permits,
+        threads,
         Duration::from_secs(10),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))
@@ -167,11 +210,11 @@ pub fn password_hasher(settings: &Settings) -> anyhow::Result<PasswordHasher> {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = open_store(&settings.database_url).await?;
-        let internal_secrets = internal_secrets(&settings, &store).await?;
+        let (internal_secrets, new_secret) = internal_secrets(&settings, &store).await?;
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
-        let hasher = KeyHasher::default();
+        let hashes = hash_pool(&settings)?;
         let started = std::time::Instant::now();
         let engine = Engine::load(&store).await.context("compiling the policy")?;
         tracing::info!(revision = %engine.revision(), elapsed_ms = started.elapsed().as_millis() as u64, "policy compiled");
@@ -199,7 +242,7 @@ impl Application {
             store.clone(),
             directory.clone(),
             sessions,
-            password_hasher(&settings)?,
+            hashes.clone(),
             kek,
             login_settings(&settings, issuer),
         )
@@ -237,11 +280,11 @@ impl Application {
             engine,
             client_auth: ClientAuthenticator::new(
                 store.clone(),
-                hasher,
+                hashes.clone(),
                 settings.api_key_cache_ttl,
             )
             .with_limits(limits.clone()),
-            client_admin: ClientAdmin::new(store.clone(), KeyHasher::default()),
+            client_admin: ClientAdmin::new(store.clone(), hashes),
             internal_secrets: Arc::new(internal_secrets),
             redis,
             settings: Arc::new(settings),
@@ -250,6 +293,7 @@ impl Application {
         Ok(Self {
             listener,
             state,
+            new_secret,
             background: vec![follower, maintenance],
         })
     }
@@ -277,6 +321,9 @@ impl Application {
             sessions = self.state.auth.sessions().backend(),
             "memberd listening"
         );
+        if let Some(secret) = &self.new_secret {
+            announce_new_secret(&store, secret).await?;
+        }
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;

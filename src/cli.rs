@@ -11,7 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use std::path::PathBuf;
 
 use crate::app::{
-    Application, key_encryption_key, login_settings, open_store, password_hasher, shutdown_signal,
+    Application, hash_pool, key_encryption_key, login_settings, open_store, shutdown_signal,
 };
 use crate::audit;
 use crate::authn::Secret;
@@ -26,7 +26,7 @@ use crate::service::ServiceError;
 use crate::service::access::Engine;
 use crate::service::auth::{Auth, AuthError, NewAccount, rotate_signing_key};
 use crate::service::casbin::default_scope_type;
-use crate::service::clients::{ClientAdmin, KeyHasher, NewClient};
+use crate::service::clients::{ClientAdmin, NewClient};
 use crate::service::directory::Directory;
 use crate::service::sessions::SessionStore;
 use crate::store::{ChainReport, Store};
@@ -405,7 +405,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Client(command) => {
             telemetry::init(LogFormat::Text, "warn");
             let store = open_store(&settings.database_url).await?;
-            let admin = ClientAdmin::new(store.clone(), KeyHasher::default());
+            let admin = ClientAdmin::new(store.clone(), hash_pool(&settings)?);
             let result = client_command(&admin, command).await;
             store.close().await;
             result
@@ -675,7 +675,7 @@ async fn admin_create(
         store.clone(),
         directory,
         SessionStore::Database(store.clone()),
-        password_hasher(settings)?,
+        hash_pool(settings)?,
         kek,
         login_settings(settings, String::new()),
     )

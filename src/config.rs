@@ -19,7 +19,8 @@ use serde::Deserialize;
 
 use crate::authn::Secret;
 use crate::authn::frontend::FrontendCipher;
-use crate::authn::password::{DEFAULT_MIN_PASSWORD_CHARS, HashCost, MAX_PASSWORD_CHARS};
+use crate::authn::hashing::HashCost;
+use crate::authn::password::{DEFAULT_MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS};
 use crate::model::{PathPattern, ScopeId, ScopeType};
 use crate::service::auth::CaptchaMode;
 use crate::service::authentik::AuthentikSettings;
@@ -29,7 +30,7 @@ use crate::service::oidc::OidcSettings;
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://memberd.db";
 const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-const DEFAULT_API_KEY_CACHE_SECONDS: u64 = 60;
+const DEFAULT_API_KEY_CACHE_SECONDS: u64 = 600;
 const DEFAULT_LOGIN_MAX_FAILURES: u32 = 5;
 const DEFAULT_LOCKOUT_MINUTES: u64 = 15;
 const DEFAULT_AUTH_RATE_LIMIT: u32 = 300;
@@ -80,7 +81,7 @@ pub struct Settings {
     pub login_max_failures: u32,
     pub lockout: Duration,
     pub password_hash_cost: HashCost,
-    /// Password hashes computed at once [default: one per core].
+    /// Password-grade hashes (logins and API keys: one shared pool) computed at once [default: one per core].
     pub password_hash_concurrency: Option<usize>,
     /// Whether session cookies carry `Secure` (turn off only for local http).
     pub cookie_secure: bool,
@@ -196,7 +197,7 @@ pub struct SettingsArgs {
         value_name = "BYTES"
     )]
     pub max_body_bytes: Option<usize>,
-    /// How long a verified API key is remembered [default: 60].
+    /// How long a verified API key is remembered unused; one in use is verified again in the background [default: 600].
     #[arg(
         long,
         env = "MEMBERD_API_KEY_CACHE_SECONDS",
@@ -279,7 +280,7 @@ pub struct SettingsArgs {
         value_name = "N"
     )]
     pub argon2_iterations: Option<u32>,
-    /// Password hashes computed at once [default: one per core].
+    /// Password-grade hashes (logins and API keys: one shared pool) computed at once [default: one per core].
     #[arg(
         long,
         env = "MEMBERD_PASSWORD_HASH_CONCURRENCY",
@@ -459,6 +460,11 @@ struct FileSettings {
     catalog: Option<CatalogMode>,
     menu_scope: Option<String>,
     redis_prefix: Option<String>,
+    redis_timeout_ms: Option<u64>,
+    frontend_token_max_seconds: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
+    oidc_allow_any_issuer: Option<bool>,
+    oidc_allow_any_audience: Option<bool>,
 }
 
 pub const DEFAULT_REDIS_PREFIX: &str = "memberd:";
@@ -599,7 +605,7 @@ impl SettingsArgs {
             // application or from any tenant sharing its keys, would do.
             if oidc_issuer.is_none() {
                 anyhow::ensure!(
-                    self.oidc_allow_any_issuer,
+                    self.oidc_allow_any_issuer || file.oidc_allow_any_issuer == Some(true),
                     "MEMBERD_OIDC_JWKS_URL is set without MEMBERD_OIDC_ISSUER: set the issuer provider tokens must carry, \
                      or MEMBERD_OIDC_ALLOW_ANY_ISSUER=true to accept any"
                 );
@@ -609,7 +615,7 @@ impl SettingsArgs {
             }
             if audience.is_none() {
                 anyhow::ensure!(
-                    self.oidc_allow_any_audience,
+                    self.oidc_allow_any_audience || file.oidc_allow_any_audience == Some(true),
                     "MEMBERD_OIDC_AUDIENCE is not set: set the audience provider tokens must carry (memberd's client id at the provider), \
                      or MEMBERD_OIDC_ALLOW_ANY_AUDIENCE=true to accept any"
                 );
@@ -690,10 +696,12 @@ impl SettingsArgs {
                 .unwrap_or_default(),
             shutdown_grace: Duration::from_secs(
                 self.shutdown_grace_seconds
+                    .or(file.shutdown_grace_seconds)
                     .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECONDS),
             ),
             frontend_token_max_lifetime: Duration::from_secs(
                 self.frontend_token_max_seconds
+                    .or(file.frontend_token_max_seconds)
                     .unwrap_or(crate::authn::frontend::DEFAULT_MAX_LIFETIME_SECONDS)
                     .max(1),
             ),
@@ -706,6 +714,7 @@ impl SettingsArgs {
                 .filter(|u| !u.trim().is_empty()),
             redis_timeout: self
                 .redis_timeout_ms
+                .or(file.redis_timeout_ms)
                 .map_or(DEFAULT_REDIS_TIMEOUT, |ms| Duration::from_millis(ms.max(1))),
             login_captcha: self
                 .login_captcha
@@ -762,6 +771,40 @@ mod tests {
                 ..Default::default()
             },
         )
+    }
+
+    const EXAMPLE: &str = include_str!("../deploy/memberd.toml");
+
+    /// The shipped example states memberd's defaults: the file resolves to
+    /// exactly what no file does.
+    #[test]
+    fn the_example_file_states_the_defaults() {
+        let (_dir, args) = with_file(EXAMPLE);
+        let from_example = args.resolve().unwrap();
+        let defaults = SettingsArgs::default().resolve().unwrap();
+        assert_eq!(format!("{from_example:?}"), format!("{defaults:?}"));
+    }
+
+    /// The settings the example leaves commented out are spelled as memberd reads them.
+    #[test]
+    fn the_example_files_commented_settings_are_real_keys() {
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(key, _)| {
+                        key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(uncommented.contains("\nredis_url = "), "{uncommented}");
+        let (dir, _) = with_file(&uncommented);
+        read_file(&dir.path().join("memberd.toml")).unwrap();
     }
 
     #[test]

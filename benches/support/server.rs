@@ -19,7 +19,12 @@ impl Drop for Server {
 }
 
 pub fn memberd(database_url: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_memberd"));
+    memberd_at(Path::new(env!("CARGO_BIN_EXE_memberd")), database_url)
+}
+
+/// A given memberd binary (another build, to compare against).
+pub fn memberd_at(binary: &Path, database_url: &str) -> Command {
+    let mut command = Command::new(binary);
     command
         .env("MEMBERD_DATABASE_URL", database_url)
         .env("MEMBERD_INTERNAL_SECRETS", SECRET)

@@ -1,13 +1,12 @@
 //! API keys: generation with a recognisable prefix, hashing for storage and
 //! verification of every stored hash format (sha256, bcrypt, argon2).
 //!
-//! Hashing and verifying are CPU-bound (argon2 holds ≈19 MiB for ≈25 ms):
-//! callers run them off the async runtime.
+//! Hashing and verifying run on the shared hashing pool (`authn::hashing`),
+//! which alone holds argon2's work memory.
 
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
@@ -81,27 +80,19 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-pub fn hash(key: &Secret, algorithm: HashAlgorithm) -> Result<String, KeyHashError> {
-    match algorithm {
-        HashAlgorithm::Sha256 => Ok(format!(
-            "sha256:{}",
-            hex(&Sha256::digest(key.expose().as_bytes()))
-        )),
-        HashAlgorithm::Bcrypt => bcrypt::hash(key.expose(), BCRYPT_COST)
-            .map_err(|e| KeyHashError::Hashing(e.to_string())),
-        HashAlgorithm::Argon2 => {
-            let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-                .map_err(|e| KeyHashError::Hashing(e.to_string()))?;
-            argon2::Argon2::default()
-                .hash_password(key.expose().as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| KeyHashError::Hashing(e.to_string()))
-        }
-    }
+pub fn sha256_hash(key: &Secret) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(key.expose().as_bytes())))
 }
 
-/// Whether `key` matches `stored`. The format is told by the stored hash's prefix.
-pub fn verify(key: &Secret, stored: &str) -> Result<bool, KeyHashError> {
+/// bcrypt at [`BCRYPT_COST`]: CPU-bound, to be run on the hashing pool.
+pub fn bcrypt_hash(key: &Secret) -> Result<String, KeyHashError> {
+    bcrypt::hash(key.expose(), BCRYPT_COST).map_err(|e| KeyHashError::Hashing(e.to_string()))
+}
+
+/// Whether `key` matches a stored SHA-256 digest or bcrypt hash, told by the
+/// stored hash's prefix. argon2 hashes need work memory and are verified by
+/// the hashing pool (`authn::hashing`); here they are an unknown format.
+pub fn verify_sha256_or_bcrypt(key: &Secret, stored: &str) -> Result<bool, KeyHashError> {
     if let Some(expected) = stored.strip_prefix("sha256:") {
         let actual = hex(&Sha256::digest(key.expose().as_bytes()));
         let expected = expected.to_ascii_lowercase();
@@ -114,11 +105,6 @@ pub fn verify(key: &Secret, stored: &str) -> Result<bool, KeyHashError> {
         .any(|p| stored.starts_with(p))
     {
         bcrypt::verify(key.expose(), stored).map_err(|_| KeyHashError::UnknownFormat)
-    } else if stored.starts_with("$argon2") {
-        let parsed = PasswordHash::new(stored).map_err(|_| KeyHashError::UnknownFormat)?;
-        Ok(argon2::Argon2::default()
-            .verify_password(key.expose().as_bytes(), &parsed)
-            .is_ok())
     } else {
         Err(KeyHashError::UnknownFormat)
     }
@@ -139,44 +125,34 @@ mod tests {
     }
 
     #[test]
-    fn every_algorithm_round_trips() {
-        let key = generate_api_key();
-        let other = generate_api_key();
-        for alg in [
-            HashAlgorithm::Sha256,
-            HashAlgorithm::Bcrypt,
-            HashAlgorithm::Argon2,
-        ] {
-            let stored = hash(&key, alg).unwrap();
-            assert!(!stored.contains(key.expose()));
-            assert!(verify(&key, &stored).unwrap(), "{alg:?}");
-            assert!(!verify(&other, &stored).unwrap(), "{alg:?}");
-        }
-    }
-
-    #[test]
     fn hashes_made_elsewhere_verify() {
         let key = Secret::new("secret-key");
         // sha256("secret-key") as another system would have stored it, in either case.
         let sha = "sha256:85dbe15d75ef9308c7ae0f33c7a324cc6f4bf519a2ed2f3027bd33c140a4f9aa";
-        assert!(verify(&key, sha).unwrap());
-        assert!(verify(&key, &sha.to_uppercase().replacen("SHA256:", "sha256:", 1)).unwrap());
-        assert!(!verify(&Secret::new("secret-kez"), sha).unwrap());
+        assert!(verify_sha256_or_bcrypt(&key, sha).unwrap());
+        assert!(
+            verify_sha256_or_bcrypt(&key, &sha.to_uppercase().replacen("SHA256:", "sha256:", 1))
+                .unwrap()
+        );
+        assert!(!verify_sha256_or_bcrypt(&Secret::new("secret-kez"), sha).unwrap());
         // bcrypt's $2y$ and $2a$ variants.
         let b = bcrypt::hash_with_result("secret-key", 4).unwrap();
-        assert!(verify(&key, &b.format_for_version(bcrypt::Version::TwoY)).unwrap());
-        assert!(verify(&key, &b.format_for_version(bcrypt::Version::TwoA)).unwrap());
+        assert!(
+            verify_sha256_or_bcrypt(&key, &b.format_for_version(bcrypt::Version::TwoY)).unwrap()
+        );
+        assert!(
+            verify_sha256_or_bcrypt(&key, &b.format_for_version(bcrypt::Version::TwoA)).unwrap()
+        );
     }
 
     #[test]
     fn unknown_formats_are_errors_not_mismatches() {
         let key = Secret::new("k");
-        assert!(verify(&key, "md5:abc").is_err());
-        assert!(verify(&key, "sha256:abc").is_err());
-        assert!(verify(&key, "$argon2id$v=19$m=19456,t=2,p=1$!!!$!!!").is_err());
+        assert!(verify_sha256_or_bcrypt(&key, "md5:abc").is_err());
+        assert!(verify_sha256_or_bcrypt(&key, "sha256:abc").is_err());
         assert!(
-            !verify(&key, "$argon2id$garbage").unwrap_or(false),
-            "never a match"
+            verify_sha256_or_bcrypt(&key, "$argon2id$v=19$m=19456,t=2,p=1$AAAA$AAAA").is_err(),
+            "argon2 is the pool's"
         );
     }
 }

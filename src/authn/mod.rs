@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod captcha;
 pub mod frontend;
+pub mod hashing;
 pub mod internal;
 pub mod password;
 mod secret;

@@ -16,7 +16,8 @@ use crate::audit::{Actor, Event};
 use crate::authn::Secret;
 use crate::authn::api_key::hex;
 use crate::authn::captcha;
-use crate::authn::password::{PasswordError, PasswordHasher, PasswordPolicy, PolicyViolation};
+use crate::authn::hashing::{HashError, HashPool};
+use crate::authn::password::{PasswordPolicy, PolicyViolation};
 use crate::authn::tokens::{
     AccessClaims, KeyEncryptionKey, KeyError, KeyRing, TokenError, generate_signing_key,
     opaque_token, token_digest,
@@ -139,11 +140,11 @@ impl From<crate::store::StoreError> for AuthError {
     }
 }
 
-impl From<PasswordError> for AuthError {
-    fn from(e: PasswordError) -> Self {
+impl From<HashError> for AuthError {
+    fn from(e: HashError) -> Self {
         match e {
-            PasswordError::Busy => Self::Busy,
-            PasswordError::Hash(m) => Self::Service(ServiceError::Internal(m)),
+            HashError::Busy => Self::Busy,
+            HashError::Failed(m) => Self::Service(ServiceError::Internal(m)),
         }
     }
 }
@@ -222,7 +223,7 @@ pub struct Auth {
     store: Store,
     directory: Directory,
     sessions: SessionStore,
-    hasher: PasswordHasher,
+    hasher: HashPool,
     kek: Arc<KeyEncryptionKey>,
     keys: Arc<RwLock<Arc<KeyRing>>>,
     settings: Arc<LoginSettings>,
@@ -252,7 +253,7 @@ impl Auth {
         store: Store,
         directory: Directory,
         sessions: SessionStore,
-        hasher: PasswordHasher,
+        hasher: HashPool,
         kek: KeyEncryptionKey,
         settings: LoginSettings,
     ) -> Result<Self, AuthError> {
@@ -345,7 +346,7 @@ impl Auth {
         {
             return Err(ServiceError::Conflict("account").into());
         }
-        let hash = self.hasher.hash(new.password).await?;
+        let hash = self.hasher.hash_password(new.password).await?;
         let subject = new.subject.unwrap_or_else(|| new.username.local_subject());
         let user = self
             .directory
@@ -430,7 +431,7 @@ impl Auth {
     ) -> Result<(), AuthError> {
         let account = self.account(username).await?;
         self.check_policy(&password, username)?;
-        let hash = self.hasher.hash(password).await?;
+        let hash = self.hasher.hash_password(password).await?;
         self.store
             .set_password(account.user_id, &hash, true)
             .await?;
@@ -450,7 +451,7 @@ impl Auth {
         let account = self.account_of(principal.user_id).await?;
         self.check_policy(&new, &account.username)?;
         self.confirm_password(&account, current).await?;
-        let hash = self.hasher.hash(new).await?;
+        let hash = self.hasher.hash_password(new).await?;
         self.store
             .set_password(account.user_id, &hash, false)
             .await?;
@@ -478,7 +479,7 @@ impl Auth {
         let attempt = self.reserve(&key, self.settings.max_failures).await?;
         if self
             .hasher
-            .verify(password, Some(account.password_hash.clone()))
+            .verify_password(password, Some(account.password_hash.clone()))
             .await?
         {
             self.store.refund_attempt(&key).await?;
@@ -805,7 +806,10 @@ impl Auth {
             None => None,
         };
         let stored = account.as_ref().map(|a| a.password_hash.clone());
-        let matched = self.hasher.verify(request.password, stored).await?;
+        let matched = self
+            .hasher
+            .verify_password(request.password, stored)
+            .await?;
         let account = account.filter(|a| matched && a.is_active);
         let Some(account) = account else {
             crate::metrics::login(crate::metrics::Login::Failure);
@@ -1013,6 +1017,13 @@ impl Auth {
                     .after(serde_json::json!({"session": session.id.0, "username": account.username.as_str()})),
             )
             .await?;
+        // The token names the user's roles from this instance's index, which
+        // follows changes made elsewhere within a second: an operator created
+        // by the CLI a moment ago signed in with no roles. One read of the
+        // revision tells whether the index is behind.
+        if self.store.current_revision().await? > self.directory.engine().revision() {
+            self.directory.catch_up().await?;
+        }
         self.token_response(account, session.id, refresh)
     }
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 
 use crate::authn::Secret;
-use crate::authn::api_key::{self, HashAlgorithm, KeyHashError};
+use crate::authn::api_key::{self, HashAlgorithm};
+use crate::authn::hashing::{HashError, HashPool};
 use crate::model::{ApiClient, Capability, ClientName, ClientStatus, Origin, PathPattern};
 use crate::ratelimit::Limits;
 use crate::store::{self, Store, StoreError};
@@ -28,8 +28,6 @@ const MAX_REMEMBERED_KEYS: usize = 10_000;
 /// failures count, so any number of legitimate clients may share an
 /// address (a gateway, a NAT).
 const KEY_FAILURES_PER_ADDRESS: u32 = 20;
-/// Verifications waiting for a hashing thread before more are turned away.
-const MAX_QUEUED_VERIFICATIONS: usize = 64;
 
 /// What a client key looks like (`mbc_` and 24 letters and digits when
 /// memberd makes one): anything else is refused before any lookup or cache,
@@ -45,75 +43,8 @@ fn is_client_key(key: &str) -> bool {
 /// An API key longer than this is no key of ours (ours are 47 bytes).
 const MAX_API_KEY_LEN: usize = 256;
 
-/// Runs key hashing off the async runtime, a bounded number at once: each
-/// argon2 hash holds ≈19 MiB and a core for ≈25 ms.
-#[derive(Clone)]
-pub struct KeyHasher {
-    permits: Arc<Semaphore>,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Default for KeyHasher {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self {
-            permits: Arc::new(Semaphore::new(cores)),
-            queued: Arc::default(),
-        }
-    }
-}
-
-/// Leaves the hashing queue when dropped.
-struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl KeyHasher {
-    /// Whether the queue is full: a verification now would only wait.
-    fn saturated(&self) -> bool {
-        self.queued.load(std::sync::atomic::Ordering::Relaxed) >= MAX_QUEUED_VERIFICATIONS
-    }
-
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T, KeyHashError> + Send + 'static,
-    ) -> Result<T, ServiceError> {
-        self.queued
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _queued = Queued(&self.queued);
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-            .map_err(|e| ServiceError::Internal(e.to_string()))
-    }
-
-    pub async fn hash(
-        &self,
-        key: &Secret,
-        algorithm: HashAlgorithm,
-    ) -> Result<String, ServiceError> {
-        let key = key.clone();
-        self.run(move || api_key::hash(&key, algorithm)).await
-    }
-
-    /// A stored hash in no known format verifies nothing.
-    async fn verify(&self, key: &Secret, stored: &str) -> Result<bool, ServiceError> {
-        let (key, stored) = (key.clone(), stored.to_owned());
-        self.run(move || match api_key::verify(&key, &stored) {
-            Err(KeyHashError::UnknownFormat) => Ok(false),
-            other => other,
-        })
-        .await
-    }
+fn hash_failure(e: HashError) -> ServiceError {
+    ServiceError::Internal(e.to_string())
 }
 
 /// What an operator asks for when creating a client.
@@ -144,12 +75,12 @@ fn capability_set(mut capabilities: Vec<Capability>) -> Vec<Capability> {
 #[derive(Clone)]
 pub struct ClientAdmin {
     store: Store,
-    hasher: KeyHasher,
+    hashes: HashPool,
 }
 
 impl ClientAdmin {
-    pub fn new(store: Store, hasher: KeyHasher) -> Self {
-        Self { store, hasher }
+    pub fn new(store: Store, hashes: HashPool) -> Self {
+        Self { store, hashes }
     }
 
     /// The new client and its API key: the only time the key exists in the clear.
@@ -169,7 +100,11 @@ impl ClientAdmin {
         let client = ApiClient {
             client_key: api_key::generate_client_key(),
             name: new.name,
-            api_key_hash: self.hasher.hash(&api_key, new.hash).await?,
+            api_key_hash: self
+                .hashes
+                .hash_key(&api_key, new.hash)
+                .await
+                .map_err(hash_failure)?,
             status: ClientStatus::Active,
             expires_at: new.expires_at,
             allowed_origins: new.allowed_origins,
@@ -234,7 +169,11 @@ impl ClientAdmin {
             return Err(ServiceError::NotFound("client"));
         }
         let api_key = api_key::generate_api_key();
-        let hash = self.hasher.hash(&api_key, algorithm).await?;
+        let hash = self
+            .hashes
+            .hash_key(&api_key, algorithm)
+            .await
+            .map_err(hash_failure)?;
         self.store.set_client_key_hash(client_key, &hash).await?;
         tracing::info!(client_key, "api client key rotated");
         Ok(api_key)
@@ -301,10 +240,28 @@ pub struct ClientRequest<'a> {
 
 /// Keys verified recently, by a digest of client key and API key together,
 /// with the stored hash they verified against. An entry counts only while the
-/// client's stored hash is still that one, so a rotation by any process ends it.
+/// client's stored hash is still that one, so a rotation by any process ends
+/// it; the client's state (disabled, expired) is read from its row on every
+/// request, so the cache never outlives a change to the client.
 #[derive(Default)]
 struct VerifiedKeys {
-    entries: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    entries: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+struct Verified {
+    stored_hash: String,
+    at: Instant,
+    /// A background re-verification is under way.
+    refreshing: bool,
+}
+
+/// What the cache knows of a key.
+#[derive(Debug, PartialEq, Eq)]
+enum Remembered {
+    No,
+    Yes,
+    /// Yes, and past half its life: the caller should refresh it (once).
+    YesRefresh,
 }
 
 impl VerifiedKeys {
@@ -316,22 +273,47 @@ impl VerifiedKeys {
         h.finalize().into()
     }
 
-    fn contains(&self, digest: &[u8; 32], stored_hash: &str, ttl: Duration) -> bool {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(digest)
-            .is_some_and(|(hash, at)| hash == stored_hash && at.elapsed() < ttl)
+    fn lookup(&self, digest: &[u8; 32], stored_hash: &str, ttl: Duration) -> Remembered {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = entries.get_mut(digest) else {
+            return Remembered::No;
+        };
+        let age = entry.at.elapsed();
+        if entry.stored_hash != stored_hash || age >= ttl {
+            return Remembered::No;
+        }
+        if age >= ttl / 2 && !entry.refreshing {
+            entry.refreshing = true;
+            return Remembered::YesRefresh;
+        }
+        Remembered::Yes
     }
 
     fn insert(&self, digest: [u8; 32], stored_hash: String) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= MAX_REMEMBERED_KEYS {
-            let mut ages: Vec<Instant> = entries.values().map(|(_, at)| *at).collect();
+            let mut ages: Vec<Instant> = entries.values().map(|v| v.at).collect();
             ages.sort_unstable();
             let cutoff = ages[ages.len() / 2];
-            entries.retain(|_, (_, at)| *at > cutoff);
+            entries.retain(|_, v| v.at > cutoff);
         }
-        entries.insert(digest, (stored_hash, Instant::now()));
+        entries.insert(
+            digest,
+            Verified {
+                stored_hash,
+                at: Instant::now(),
+                refreshing: false,
+            },
+        );
+    }
+
+    /// A refresh that did not verify (a busy pool, a rotated key): the entry
+    /// ages out as it would have, and a later request may try again.
+    fn refresh_failed(&self, digest: &[u8; 32]) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = entries.get_mut(digest) {
+            entry.refreshing = false;
+        }
     }
 }
 
@@ -368,7 +350,7 @@ impl Guessing {
 #[derive(Clone)]
 pub struct ClientAuthenticator {
     store: Store,
-    hasher: KeyHasher,
+    hashes: HashPool,
     verified: Arc<VerifiedKeys>,
     guessing: Arc<Guessing>,
     limits: Limits,
@@ -377,10 +359,10 @@ pub struct ClientAuthenticator {
 }
 
 impl ClientAuthenticator {
-    pub fn new(store: Store, hasher: KeyHasher, cache_ttl: Duration) -> Self {
+    pub fn new(store: Store, hashes: HashPool, cache_ttl: Duration) -> Self {
         Self {
             store,
-            hasher,
+            hashes,
             verified: Arc::default(),
             guessing: Arc::default(),
             limits: Limits::default(),
@@ -423,6 +405,19 @@ impl ClientAuthenticator {
         Ok(row)
     }
 
+    /// Verifies a remembered key again while it is still remembered, when a
+    /// hashing thread is idle, so that a client in steady use never waits
+    /// for a hash (before, every client missed together each minute).
+    fn refresh(&self, digest: [u8; 32], api_key: Secret, stored_hash: String) {
+        let (hashes, verified) = (self.hashes.clone(), self.verified.clone());
+        tokio::spawn(async move {
+            match hashes.verify_key_if_idle(&api_key, &stored_hash).await {
+                Ok(true) => verified.insert(digest, stored_hash),
+                _ => verified.refresh_failed(&digest),
+            }
+        });
+    }
+
     /// Only the key verification is remembered for long; the client's row is
     /// read as fresh as `freshness` asks.
     pub async fn authenticate(
@@ -439,11 +434,14 @@ impl ClientAuthenticator {
             .ok_or(ClientAuthError::InvalidCredentials)?;
 
         let digest = VerifiedKeys::digest(&request);
-        let cached = self
+        let remembered = self
             .verified
-            .contains(&digest, &client.api_key_hash, self.cache_ttl);
-        crate::metrics::api_key_cache(cached);
-        if !cached {
+            .lookup(&digest, &client.api_key_hash, self.cache_ttl);
+        crate::metrics::api_key_cache(remembered != Remembered::No);
+        if remembered == Remembered::YesRefresh {
+            self.refresh(digest, request.api_key.clone(), client.api_key_hash.clone());
+        }
+        if remembered == Remembered::No {
             // A hash is the expensive part: an address that guessed wrong
             // too often, or a full queue, is refused before any runs.
             let address = request
@@ -452,16 +450,22 @@ impl ClientAuthenticator {
             if let Some(retry_after) = self.guessing.blocked(&address) {
                 return Err(ClientAuthError::RateLimited { retry_after });
             }
-            if self.hasher.saturated() {
-                return Err(ClientAuthError::RateLimited {
-                    retry_after: Duration::from_secs(1),
-                });
+            let busy = || ClientAuthError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            };
+            if self.hashes.saturated() {
+                return Err(busy());
             }
-            if !self
-                .hasher
-                .verify(request.api_key, &client.api_key_hash)
-                .await?
+            let verified = match self
+                .hashes
+                .verify_key(request.api_key, &client.api_key_hash)
+                .await
             {
+                Ok(verified) => verified,
+                Err(HashError::Busy) => return Err(busy()),
+                Err(e) => return Err(hash_failure(e).into()),
+            };
+            if !verified {
                 if let Err(retry_after) = self
                     .limits
                     .check(&format!("key-failures:{address}"), KEY_FAILURES_PER_ADDRESS)
@@ -536,5 +540,77 @@ mod tests {
         assert!(!is_client_key(&format!("mbc_{}", "a".repeat(400 * 1024))));
         assert!(!is_client_key("someone-else's-key"));
         assert!(!is_client_key("mbc_\u{0}"));
+    }
+
+    fn cheap_pool() -> HashPool {
+        let cost = crate::authn::hashing::HashCost {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        HashPool::new(cost, 1, Duration::from_secs(5)).unwrap()
+    }
+
+    /// A client in steady use never waits for a hash: its key is verified
+    /// again in the background halfway through its life, and stays remembered
+    /// past the first expiry; an idle one is forgotten.
+    #[tokio::test]
+    async fn keys_in_use_are_refreshed_before_they_expire() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let hashes = cheap_pool();
+        let admin = ClientAdmin::new(store.clone(), hashes.clone());
+        let new = NewClient {
+            name: ClientName::parse("steady").unwrap(),
+            allowed_origins: vec![],
+            allowed_ips: vec![],
+            allowed_paths: vec![],
+            expires_at: None,
+            rate_limit_per_minute: None,
+            capabilities: vec![],
+            hash: HashAlgorithm::Argon2,
+        };
+        let (client, key) = admin.create(new).await.unwrap();
+        let ttl = Duration::from_millis(800);
+        let auth = ClientAuthenticator::new(store, hashes.clone(), ttl);
+        let request = || ClientRequest {
+            client_key: &client.client_key,
+            api_key: &key,
+            origin: None,
+            ip: None,
+            path: "/v1/check",
+            needs: Capability::Check,
+        };
+        let before = hashes.hashes_run();
+        auth.authenticate(request(), Freshness::Strict)
+            .await
+            .unwrap();
+        assert_eq!(hashes.hashes_run(), before + 1, "a first use verifies");
+        let first = Instant::now();
+
+        tokio::time::sleep(ttl / 2 + Duration::from_millis(50)).await;
+        auth.authenticate(request(), Freshness::Strict)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while hashes.hashes_run() < before + 2 {
+            assert!(Instant::now() < deadline, "no background refresh");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep((first + ttl + Duration::from_millis(50)) - Instant::now()).await;
+        // Past the first verification's expiry: still remembered, no hash on the request's path.
+        let digest = VerifiedKeys::digest(&request());
+        assert_ne!(
+            auth.verified.lookup(&digest, &client.api_key_hash, ttl),
+            Remembered::No,
+            "the refreshed key is remembered past its first expiry"
+        );
+
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert_eq!(
+            auth.verified.lookup(&digest, &client.api_key_hash, ttl),
+            Remembered::No,
+            "an idle key is forgotten"
+        );
     }
 }

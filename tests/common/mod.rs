@@ -13,9 +13,10 @@ use std::time::Duration;
 use memberd::app::Application;
 use memberd::authn::Secret;
 use memberd::authn::api_key::HashAlgorithm;
+use memberd::authn::hashing::HashPool;
 use memberd::config::Settings;
 use memberd::model::{Capability, ClientName};
-use memberd::service::clients::{ClientAdmin, KeyHasher, NewClient};
+use memberd::service::clients::{ClientAdmin, NewClient};
 use memberd::store::Store;
 use sqlx::Connection;
 
@@ -220,7 +221,7 @@ impl TestApp {
     }
 
     pub fn client_admin(&self) -> ClientAdmin {
-        ClientAdmin::new(self.store.clone(), KeyHasher::default())
+        ClientAdmin::new(self.store.clone(), HashPool::standard())
     }
 
     pub async fn create_client_with(&self, new: NewClient) -> Credentials {
