@@ -100,11 +100,20 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// The development secret from the first-start banner.
+    /// The development secret from the first-start banner, printed once
+    /// the server listens (so waited for, a little).
     fn printed_secret(&self) -> Option<String> {
-        let log = self.log();
-        let line = log.lines().find(|l| l.contains("X-Internal-Secret: "))?;
-        Some(line.split("X-Internal-Secret: ").nth(1)?.trim().to_owned())
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| l.contains("X-Internal-Secret: ")) {
+                return Some(line.split("X-Internal-Secret: ").nth(1)?.trim().to_owned());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn stop(mut self) -> String {
@@ -827,4 +836,95 @@ async fn admin_create_without_a_terminal_says_how_to_pass_the_password() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--password-stdin"), "{stderr}");
+}
+
+/// Issue 14 (the first hour): the development secret was generated and kept
+/// before the port was bound, so a first start that failed kept a secret
+/// nobody had seen, and no later start showed one.
+#[tokio::test]
+async fn a_first_start_that_fails_does_not_use_up_the_development_secret() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut serve = memberd(&db);
+    serve.args(["serve", "--bind", &taken.local_addr().unwrap().to_string()]);
+    let output = run(serve);
+    assert!(!output.status.success(), "the port is taken");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("X-Internal-Secret"), "{stderr}");
+
+    let server = Server::start(&db);
+    let secret = server
+        .printed_secret()
+        .expect("the first start that listens prints the secret");
+    let r = reqwest::Client::new()
+        .post(server.url("/v1/check"))
+        .header("X-Internal-Secret", &secret)
+        .json(&json!({"subject": "a", "scope_type": "org", "scope_id": "1", "module": "m", "action": "a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Issue 14 (the first hour): a PostgreSQL database that does not exist
+/// printed PostgreSQL's message twice and no word of creating it.
+#[tokio::test]
+async fn a_missing_postgres_database_is_one_line_that_says_to_create_it() {
+    let Some(db) = TestDb::create(common::Backend::Postgres).await else {
+        return;
+    };
+    let (base, _) = db.url.rsplit_once('/').unwrap();
+    let missing = format!("{base}/memberd_missing_{}", uuid::Uuid::new_v4().simple());
+    let mut migrate = memberd(&db);
+    migrate.arg("migrate").env("MEMBERD_DATABASE_URL", &missing);
+    let output = run(migrate);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{stderr}");
+    assert_eq!(line.matches("does not exist").count(), 1, "{stderr}");
+    assert!(line.contains("createdb"), "{stderr}");
+}
+
+/// Issue 14 (the first hour, found running the README): an operator created
+/// by the CLI while the server runs, signing in at once, got a token and a
+/// `/me` with no roles: the server follows the CLI's change within a second,
+/// and the login came first. Five in a row, so that the old code fails.
+#[tokio::test]
+async fn an_operator_created_while_the_server_runs_signs_in_with_the_admin_role_at_once() {
+    let Some(db) = TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
+    let server = Server::start(&db);
+    let http = reqwest::Client::new();
+    for n in 0..5 {
+        let username = format!("operator{n}");
+        let created = admin_create(&db, &username, "a long operator passphrase");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let tokens: Value = http
+            .post(server.url("/auth/login"))
+            .json(&json!({"username": username, "password": "a long operator passphrase"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let me: Value = http
+            .get(server.url("/me"))
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["roles"], json!(["admin"]), "{me}");
+    }
 }
