@@ -19,29 +19,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use support::server::{Server, free_port, memberd_at, wait_ready};
+use support::server::{Server, free_port, memberd_at, memory, wait_ready};
 
 const CLIENTS: usize = 64;
 const CONNECTIONS: usize = 8;
-
-/// The server's memory: peak and current resident set, in MiB.
-fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
 
 /// Creates `CLIENTS` clients with keys hashed by `hash`; their credentials.
 fn clients(binary: &Path, database_url: &str, hash: &str) -> Vec<(String, String)> {

@@ -10,32 +10,13 @@ mod support;
 use std::io::Write as _;
 use std::process::Stdio;
 
-use support::server::{Run, Server, free_port, memberd, wait_ready, wrk, wrk_script};
+use support::server::{Run, Server, free_port, memberd, memory, wait_ready, wrk, wrk_script};
 
 const ACCOUNTS: usize = 16;
 const PASSWORD: &str = "bench operator passphrase";
 const LOGIN_CONNECTIONS: usize = 16;
 /// Check loads run against the storm: moderate, then saturating.
 const CHECK_CONNECTIONS: [usize; 2] = [2, 8];
-
-/// The server's memory: peak and current resident set, in MiB.
-fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
 
 fn row(what: &str, run: &Run) {
     println!(

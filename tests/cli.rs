@@ -453,6 +453,30 @@ fn admin_create(db: &TestDb, username: &str, password: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Signs in with the operator passphrase: the access token and `/me`.
+async fn sign_in(http: &reqwest::Client, server: &Server, username: &str) -> (String, Value) {
+    let tokens: Value = http
+        .post(server.url("/auth/login"))
+        .json(&json!({"username": username, "password": "a long operator passphrase"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access_token = tokens["access_token"].as_str().unwrap().to_owned();
+    let me: Value = http
+        .get(server.url("/me"))
+        .bearer_auth(&access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (access_token, me)
+}
+
 async fn operator_walkthrough(backend: common::Backend) {
     let Some(db) = TestDb::create(backend).await else {
         return;
@@ -477,24 +501,7 @@ async fn operator_walkthrough(backend: common::Backend) {
 
     let server = Server::start(&db);
     let http = reqwest::Client::new();
-    let tokens: Value = http
-        .post(server.url("/auth/login"))
-        .json(&json!({"username": "root", "password": "a long operator passphrase"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let me: Value = http
-        .get(server.url("/me"))
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (access_token, me) = sign_in(&http, &server, "root").await;
     assert_eq!(me["roles"], json!(["admin"]), "{me}");
     assert!(
         !server.log().contains("a long operator passphrase"),
@@ -516,7 +523,7 @@ async fn operator_walkthrough(backend: common::Backend) {
     // The token signed by the retired key still verifies.
     let again = http
         .get(server.url("/me"))
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .bearer_auth(&access_token)
         .send()
         .await
         .unwrap();
@@ -907,24 +914,7 @@ async fn an_operator_created_while_the_server_runs_signs_in_with_the_admin_role_
             "{}",
             String::from_utf8_lossy(&created.stderr)
         );
-        let tokens: Value = http
-            .post(server.url("/auth/login"))
-            .json(&json!({"username": username, "password": "a long operator passphrase"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let me: Value = http
-            .get(server.url("/me"))
-            .bearer_auth(tokens["access_token"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, me) = sign_in(&http, &server, &username).await;
         assert_eq!(me["roles"], json!(["admin"]), "{me}");
     }
 }

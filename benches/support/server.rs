@@ -144,3 +144,22 @@ pub fn wrk(port: u16, script: &Path, seconds: &str, connections: usize, all_ok: 
         report: text.into_owned(),
     }
 }
+
+/// A process's memory: peak and current resident set (`VmHWM`, `VmRSS`), in MiB.
+pub fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}

@@ -276,27 +276,40 @@ impl HashPool {
         }
     }
 
-    /// Whether `key` matches `stored`, in any format memberd reads. SHA-256
-    /// digests are compared on the caller's thread: they cost nothing.
+    /// Whether `key` matches `stored`, in any format memberd reads.
     #[tracing::instrument(skip_all)]
     pub async fn verify_key(&self, key: &Secret, stored: &str) -> Result<bool, HashError> {
-        if stored.starts_with("sha256:") {
-            return Ok(api_key::verify_sha256_or_bcrypt(key, stored).unwrap_or(false));
-        }
-        let (key, stored) = (key.clone(), stored.to_owned());
-        self.run(move |memory| verify_key_in(&key, &stored, memory))
-            .await
+        self.verify_key_when(key, stored, Wait::ForTurn).await
     }
 
     /// As [`Self::verify_key`], or `Busy` at once if no thread is free.
     pub async fn verify_key_if_idle(&self, key: &Secret, stored: &str) -> Result<bool, HashError> {
+        self.verify_key_when(key, stored, Wait::No).await
+    }
+
+    /// SHA-256 digests are compared on the caller's thread: they cost nothing.
+    async fn verify_key_when(
+        &self,
+        key: &Secret,
+        stored: &str,
+        wait: Wait,
+    ) -> Result<bool, HashError> {
         if stored.starts_with("sha256:") {
             return Ok(api_key::verify_sha256_or_bcrypt(key, stored).unwrap_or(false));
         }
         let (key, stored) = (key.clone(), stored.to_owned());
-        self.run_if_idle(move |memory| verify_key_in(&key, &stored, memory))
-            .await
+        let work = move |memory: &mut Vec<Block>| verify_key_in(&key, &stored, memory);
+        match wait {
+            Wait::ForTurn => self.run(work).await,
+            Wait::No => self.run_if_idle(work).await,
+        }
     }
+}
+
+/// Whether a hash waits for a thread (up to the pool's `max_wait`) or runs only if one is idle.
+enum Wait {
+    ForTurn,
+    No,
 }
 
 fn key_failure(e: KeyHashError) -> HashError {
