@@ -145,6 +145,11 @@ pub struct StoredSigningKey {
 }
 
 pub const EDDSA: &str = "EdDSA";
+/// The JOSE `typ` of memberd's access tokens (RFC 9068, section 2.1).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// The `client_id` of tokens from memberd's own sign-in (password, TOTP,
+/// refresh): the console and back offices that sign in through memberd.
+pub const FIRST_PARTY_CLIENT: &str = "memberd";
 
 fn sealing_context(kid: &str) -> String {
     format!("memberd signing key {kid}")
@@ -176,6 +181,11 @@ pub struct AccessClaims {
     pub exp: i64,
     pub iat: i64,
     pub jti: String,
+    /// The OAuth client the token was issued to (RFC 9068): memberd's own
+    /// sign-in, [`FIRST_PARTY_CLIENT`]. Absent from tokens issued before it
+    /// was added, which stay valid until they expire.
+    #[serde(default)]
+    pub client_id: String,
     pub sid: String,
     #[serde(default)]
     pub roles: Vec<String>,
@@ -279,6 +289,9 @@ impl KeyRing {
         let (kid, key) = self.signer.as_ref().ok_or(KeyError::NoSigningKey)?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.clone());
+        // RFC 9068: libraries that validate JWT access tokens require it,
+        // and it keeps an access token from passing for another kind of JWT.
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
         jsonwebtoken::encode(&header, claims, key).map_err(|e| KeyError::Sign(e.to_string()))
     }
 
@@ -339,6 +352,7 @@ mod tests {
             exp: now + exp_in,
             iat: now,
             jti: "j1".into(),
+            client_id: FIRST_PARTY_CLIENT.into(),
             sid: "s1".into(),
             roles: vec!["admin".into()],
             preferred_username: Some("alice".into()),

@@ -108,6 +108,14 @@ pub fn routes() -> Api {
             get(openid_configuration),
             &[Doc::get("Where memberd's keys and endpoints are", Public)],
         )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(authorization_server_metadata),
+            &[Doc::get(
+                "Where memberd's keys and endpoints are (RFC 8414)",
+                Public,
+            )],
+        )
 }
 
 async fn captcha(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -444,57 +452,92 @@ async fn totp_disable(
 
 /// The caller: a signed-in session, a user named by an embedded token, or,
 /// on a public path, nobody (`{"authenticated": false}`).
-async fn me(State(state): State<AppState>, viewer: Viewer) -> Result<Json<Value>, ApiError> {
-    let principal = match viewer {
-        Viewer::Anonymous => return Ok(Json(json!({ "authenticated": false }))),
-        Viewer::External(user) => {
-            return Ok(Json(json!({
-                "authenticated": true,
-                "source": "identity_provider",
-                "user": user,
-            })));
-        }
-        Viewer::Embedded(user) => {
-            return Ok(Json(json!({
-                "authenticated": true,
-                "source": "embedded",
-                "user": user,
-            })));
-        }
-        Viewer::Session(principal) => principal,
-    };
-    let internal = |e: crate::store::StoreError| ApiError::internal(&e);
-    let user = state
-        .store
-        .user_by_id(principal.user_id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| ApiError::unauthorized("session_revoked", "the user no longer exists"))?;
-    let mut out = json!({
-        "authenticated": true,
-        "source": "session",
-        "user": user,
-        "session_id": principal.session_id,
-        "roles": principal.claims.roles,
-        "password_change_required": principal.claims.pwd_change,
-    });
-    if let Some(account) = state
-        .store
-        .account_by_user(principal.user_id)
-        .await
-        .map_err(internal)?
-    {
-        out["username"] = account.username.as_str().into();
-        out["totp_enabled"] = account.totp_enabled().into();
-        if account.totp_enabled() {
-            out["recovery_codes_left"] = state
-                .auth
-                .recovery_codes_left(account.user_id)
-                .await?
-                .into();
+/// `GET /me`: who is asking. The user's own fields are at the top level,
+/// with `sub` (the `authentik_sub`) as a userinfo endpoint answers it, and
+/// also under `user`, where callers written against earlier versions read
+/// them; a memberd session adds its details beside them.
+#[derive(serde::Serialize)]
+struct Me {
+    authenticated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
+    #[serde(flatten)]
+    identity: Option<Identity>,
+    #[serde(flatten)]
+    session: Option<SessionDetails>,
+}
+
+#[derive(serde::Serialize)]
+struct Identity {
+    sub: crate::model::AuthentikSub,
+    authentik_sub: crate::model::AuthentikSub,
+    email: Option<crate::model::Email>,
+    display_name: Option<crate::model::DisplayName>,
+    is_active: bool,
+    user: crate::model::User,
+}
+
+impl From<crate::model::User> for Identity {
+    fn from(user: crate::model::User) -> Self {
+        Self {
+            sub: user.authentik_sub.clone(),
+            authentik_sub: user.authentik_sub.clone(),
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+            is_active: user.is_active,
+            user,
         }
     }
-    Ok(Json(out))
+}
+
+#[derive(serde::Serialize)]
+struct SessionDetails {
+    session_id: crate::model::SessionId,
+    roles: Vec<String>,
+    password_change_required: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<crate::model::Username>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    totp_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_codes_left: Option<i64>,
+}
+
+async fn me(State(state): State<AppState>, viewer: Viewer) -> Result<Json<Me>, ApiError> {
+    let signed_in = |source, user| Me {
+        authenticated: true,
+        source: Some(source),
+        identity: Some(Identity::from(user)),
+        session: None,
+    };
+    Ok(Json(match viewer {
+        Viewer::Anonymous => Me {
+            authenticated: false,
+            source: None,
+            identity: None,
+            session: None,
+        },
+        Viewer::External(user) => signed_in("identity_provider", user),
+        Viewer::Embedded(user) => signed_in("embedded", user),
+        Viewer::Session(principal) => {
+            let who = state.auth.signed_in(&principal).await?;
+            let (account, recovery_codes_left) = match who.account {
+                Some((account, left)) => (Some(account), left),
+                None => (None, None),
+            };
+            Me {
+                session: Some(SessionDetails {
+                    session_id: principal.session_id,
+                    roles: principal.claims.roles,
+                    password_change_required: principal.claims.pwd_change,
+                    totp_enabled: account.as_ref().map(|a| a.totp_enabled()),
+                    username: account.map(|a| a.username),
+                    recovery_codes_left,
+                }),
+                ..signed_in("session", who.user)
+            }
+        }
+    }))
 }
 
 /// The caller's own permission snapshot, as `/internal/permissions/{sub}/snapshot` answers it.
@@ -520,17 +563,42 @@ async fn jwks(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn openid_configuration(State(state): State<AppState>) -> Json<Value> {
+/// What a resource server needs to verify memberd's access tokens, and
+/// nothing memberd does not serve: memberd signs its own operators in
+/// through `/auth/*` (not an OAuth authorization or token endpoint), so no
+/// endpoint, grant or response type of those is listed.
+#[derive(serde::Serialize)]
+struct ServerMetadata {
+    issuer: String,
+    jwks_uri: String,
+    /// `/me` answers a top-level `sub` with a memberd access token.
+    userinfo_endpoint: String,
+    /// Required by both documents; memberd has no authorization endpoint.
+    response_types_supported: [&'static str; 0],
+    subject_types_supported: [&'static str; 1],
+}
+
+fn server_metadata(state: &AppState) -> ServerMetadata {
     let ring = state.auth.key_ring();
-    let issuer = ring.issuer();
-    Json(json!({
-        "issuer": issuer,
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "userinfo_endpoint": format!("{issuer}/me"),
-        "id_token_signing_alg_values_supported": ["EdDSA"],
-        "subject_types_supported": ["public"],
-        "response_types_supported": ["token"],
-    }))
+    let issuer = ring.issuer().to_owned();
+    ServerMetadata {
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        userinfo_endpoint: format!("{issuer}/me"),
+        issuer,
+        response_types_supported: [],
+        subject_types_supported: ["public"],
+    }
+}
+
+/// OpenID Connect Discovery's document.
+async fn openid_configuration(State(state): State<AppState>) -> Json<ServerMetadata> {
+    Json(server_metadata(&state))
+}
+
+/// OAuth 2.0 Authorization Server Metadata (RFC 8414), where libraries that
+/// validate JWT access tokens (RFC 9068) look for the issuer's keys.
+async fn authorization_server_metadata(State(state): State<AppState>) -> Json<ServerMetadata> {
+    Json(server_metadata(&state))
 }
 
 /// At most `MEMBERD_AUTH_RATE_LIMIT` requests a minute from one address to

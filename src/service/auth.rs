@@ -958,6 +958,7 @@ impl Auth {
             exp: now + self.settings.access_ttl.as_secs() as i64,
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
+            client_id: crate::authn::tokens::FIRST_PARTY_CLIENT.to_owned(),
             sid: session.to_string(),
             roles: self.roles_of(&account.subject),
             preferred_username: Some(account.username.to_string()),
@@ -1195,6 +1196,35 @@ impl Auth {
     pub async fn recovery_codes_left(&self, user_id: UserId) -> Result<i64, AuthError> {
         Ok(self.store.unused_recovery_codes(user_id).await?)
     }
+
+    /// Who a session belongs to, for `/me`: the user, and their local
+    /// account with its second factor when they have one.
+    pub async fn signed_in(&self, principal: &Principal) -> Result<SignedIn, AuthError> {
+        let user = self
+            .store
+            .user_by_id(principal.user_id)
+            .await?
+            .ok_or(AuthError::SessionEnded)?;
+        let account = match self.store.account_by_user(principal.user_id).await? {
+            Some(account) => {
+                let codes_left = if account.totp_enabled() {
+                    Some(self.recovery_codes_left(account.user_id).await?)
+                } else {
+                    None
+                };
+                Some((account, codes_left))
+            }
+            None => None,
+        };
+        Ok(SignedIn { user, account })
+    }
+}
+
+/// The user behind a session and their local account (with the recovery
+/// codes left when TOTP is on).
+pub struct SignedIn {
+    pub user: crate::model::User,
+    pub account: Option<(LocalAccount, Option<i64>)>,
 }
 
 /// The throttle key of a username as typed (lower-cased, so case cannot
