@@ -20,10 +20,12 @@ use crate::http::{AppState, router};
 use crate::ratelimit::Limits;
 use crate::redis_link::RedisLink;
 use crate::service::access::Engine;
+use crate::service::audit_log::AuditLog;
 use crate::service::auth::{Auth, LoginSettings};
 use crate::service::authentik::Authentik;
 use crate::service::clients::{ClientAdmin, ClientAuthenticator};
 use crate::service::directory::Directory;
+use crate::service::health::Health;
 use crate::service::oidc::Oidc;
 use crate::service::sessions::{RedisSessions, SessionStore};
 use crate::store::Store;
@@ -271,6 +273,8 @@ impl Application {
             .clone()
             .map(|a| Authentik::new(a, directory.clone()));
         let state = AppState {
+            audit_log: AuditLog::new(store.clone()),
+            health: Health::new(store.clone(), engine.clone(), redis.clone(), oidc.clone()),
             limits: limits.clone(),
             authentik,
             oidc,

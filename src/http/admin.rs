@@ -202,36 +202,47 @@ async fn list_users(
     Ok(Json(json!({ "users": users, "next_cursor": next_cursor })))
 }
 
+/// `GET /admin/users/{authentik_sub}`.
+#[derive(Serialize)]
+struct UserDetailResponse {
+    user: crate::model::User,
+    grants: Vec<crate::model::Grant>,
+    roles: Vec<crate::authz::index::HeldRole>,
+    permissions: crate::authz::index::PermissionList,
+    denied: crate::authz::index::PermissionList,
+    account: Option<AccountSummary>,
+    identities: Vec<crate::store::Identity>,
+    revision: i64,
+}
+
+/// A local account without its secrets.
+#[derive(Serialize)]
+struct AccountSummary {
+    username: crate::model::Username,
+    totp_enabled: bool,
+    must_change_password: bool,
+}
+
 async fn show_user(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let sub = subject_param(sub)?;
-    let user =
-        state.store.user_by_sub(&sub).await?.ok_or_else(|| {
-            ApiError::not_found("user_not_found", "no user with this authentik_sub")
-        })?;
-    let grants = state.store.grants_of(user.id).await?;
-    let snapshot = state.engine.snapshot(&Subject::Id(user.id))?;
-    let account = state.store.account_by_user(user.id).await?.map(|a| {
-        json!({
-            "username": a.username,
-            "totp_enabled": a.totp_enabled(),
-            "must_change_password": a.must_change_password,
-        })
-    });
-    let identities = state.store.identities_of(user.id).await?;
-    Ok(Json(json!({
-        "user": user,
-        "grants": grants,
-        "roles": snapshot.roles,
-        "permissions": snapshot.permissions,
-        "denied": snapshot.denied,
-        "account": account,
-        "identities": identities,
-        "revision": snapshot.revision,
-    })))
+) -> Result<Json<UserDetailResponse>, ApiError> {
+    let detail = state.directory.user_detail(&subject_param(sub)?).await?;
+    Ok(Json(UserDetailResponse {
+        user: detail.user,
+        grants: detail.grants,
+        roles: detail.snapshot.roles,
+        permissions: detail.snapshot.permissions,
+        denied: detail.snapshot.denied,
+        account: detail.account.map(|a| AccountSummary {
+            totp_enabled: a.totp_enabled(),
+            username: a.username,
+            must_change_password: a.must_change_password,
+        }),
+        identities: detail.identities,
+        revision: detail.snapshot.revision,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -267,12 +278,6 @@ async fn set_active(
     active: bool,
 ) -> Result<Json<Value>, ApiError> {
     let sub = subject_param(raw)?;
-    if state.store.user_by_sub(&sub).await?.is_none() {
-        return Err(ApiError::not_found(
-            "user_not_found",
-            "no user with this authentik_sub",
-        ));
-    }
     let user = state
         .auth
         .set_user_active(caller.authority(), sub, active)

@@ -92,7 +92,7 @@ async fn list(
         until: query.until,
         before_seq,
     };
-    let records = state.store.audit_records(&filter, limit).await?;
+    let records = state.audit_log.records(&filter, limit).await?;
     let next_cursor = (records.len() == limit as usize)
         .then(|| records.last().map(|r| r.seq.to_string()))
         .flatten();
@@ -114,7 +114,7 @@ async fn verify(
     _: AdminCaller,
     State(state): State<AppState>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    Ok(Json(match state.store.verify_audit_chain().await? {
+    Ok(Json(match state.audit_log.verify().await? {
         ChainReport::Intact { records } => VerifyResponse {
             intact: true,
             records: Some(records),

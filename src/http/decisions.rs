@@ -13,7 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{DecisionCaller, JsonBody, QueryParams};
 use super::openapi::{Api, Auth, Doc};
-use crate::authz::index::{Contribution, Explanation, Request, Source};
+use crate::authz::index::{Contribution, Explanation, Request};
 use crate::metrics;
 use crate::model::{Action, AuthentikSub, Module, Revision, ScopeId, ScopeType, UserId};
 use crate::service::access::Subject;
@@ -246,35 +246,6 @@ impl From<crate::audit::Record> for GrantedBy {
     }
 }
 
-/// The audit record behind one contribution to an explanation.
-async fn granted_by(
-    state: &AppState,
-    user: Option<UserId>,
-    contribution: &Contribution,
-) -> Result<Option<GrantedBy>, ApiError> {
-    let record = match (&contribution.source, user) {
-        (Source::Direct { grant_id }, _) => state.store.grant_record(*grant_id).await?,
-        (
-            Source::Role {
-                chain,
-                assigned_scope_type,
-                assigned_scope_id,
-            },
-            Some(user),
-        ) => match chain.first() {
-            Some(role) => {
-                state
-                    .store
-                    .assignment_record(user, role, assigned_scope_type, assigned_scope_id)
-                    .await?
-            }
-            None => None,
-        },
-        _ => None,
-    };
-    Ok(record.map(GrantedBy::from))
-}
-
 async fn explain(
     _: DecisionCaller,
     State(state): State<AppState>,
@@ -302,7 +273,11 @@ async fn explain(
     let user = state.engine.user_id(&check.subject);
     let mut contributions = Vec::with_capacity(explanation.contributions.len());
     for contribution in explanation.contributions {
-        let granted = granted_by(&state, user, &contribution).await?;
+        let granted = state
+            .audit_log
+            .granted_by(user, &contribution)
+            .await?
+            .map(GrantedBy::from);
         contributions.push(ExplainedContribution {
             contribution,
             granted,

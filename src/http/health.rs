@@ -1,7 +1,5 @@
 //! Liveness and readiness probes.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::openapi::{Api, Auth, Doc};
+use crate::service::health::Readiness;
 
 pub fn routes() -> Api {
     Api::new("operations")
@@ -29,7 +28,7 @@ pub fn routes() -> Api {
 /// Prometheus' scrape target.
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     let stats = state.engine.stats();
-    let (db_pool_size, db_pool_idle) = state.store.pool_stats();
+    let (db_pool_size, db_pool_idle) = state.health.pool_stats();
     let body = crate::metrics::render(&crate::metrics::Gauges {
         revision: state.engine.revision().0,
         index_users: stats.users,
@@ -56,41 +55,13 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready: the database answers, within a bound so a hung database fails the probe.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => "ok",
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: database check failed");
-            "error"
-        }
-        Err(_) => {
-            tracing::warn!("readiness: database check timed out");
-            "timeout"
-        }
+/// Ready: the database answers (and Redis, when it holds the sessions).
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let readiness = state.health.readiness().await;
+    let status = if readiness.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body = json!({ "status": "ok", "database": database });
-    let mut ready = database == "ok";
-    // Redis holds the sessions when configured: without it no one signs in.
-    if let Some(redis) = &state.redis {
-        let up = redis.ping().await;
-        body["redis"] = json!(if up { "ok" } else { "unavailable" });
-        ready &= up;
-    }
-    // A provider that cannot be reached (the keys in hand keep verifying),
-    // or stored rows the index left out, leave memberd serving: the body
-    // says so.
-    if let Some(oidc) = &state.oidc {
-        body["identity_provider"] = json!(if oidc.healthy() { "ok" } else { "unreachable" });
-    }
-    let skipped = state.engine.skipped_rows();
-    if skipped > 0 {
-        body["status"] = json!("degraded");
-        body["policy"] = json!({ "skipped_rows": skipped });
-    }
-    if !ready {
-        body["status"] = json!("unavailable");
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
-    }
-    (StatusCode::OK, Json(body))
+    (status, Json(readiness))
 }

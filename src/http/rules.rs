@@ -192,7 +192,7 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let name = rule_name(name)?;
     let rule = state.directory.rule(&name).await?;
-    let roles = state.store.rule_roles(&name).await?;
+    let roles = state.directory.rule_roles(&name).await?;
     Ok(Json(json!({ "rule": rule, "roles": roles })))
 }
 

@@ -525,6 +525,10 @@ impl Auth {
         sub: AuthentikSub,
         active: bool,
     ) -> Result<User, ServiceError> {
+        // Disabling or enabling someone never creates them.
+        if self.store.user_by_sub(&sub).await?.is_none() {
+            return Err(ServiceError::NotFound("user"));
+        }
         self.guard_operator(authority, &sub).await?;
         self.upsert_user(&UserUpsert {
             authentik_sub: sub,

@@ -442,6 +442,32 @@ impl Directory {
         Ok(self.store.rules().await?)
     }
 
+    /// Everything an operator sees of one user: the row, direct grants,
+    /// effective permissions and roles, local account and identities.
+    pub async fn user_detail(&self, sub: &AuthentikSub) -> Result<UserDetail, ServiceError> {
+        let user = self
+            .store
+            .user_by_sub(sub)
+            .await?
+            .ok_or(ServiceError::NotFound("user"))?;
+        let grants = self.store.grants_of(user.id).await?;
+        let snapshot = self.engine.snapshot(&super::access::Subject::Id(user.id))?;
+        let account = self.store.account_by_user(user.id).await?;
+        let identities = self.store.identities_of(user.id).await?;
+        Ok(UserDetail {
+            user,
+            grants,
+            snapshot,
+            account,
+            identities,
+        })
+    }
+
+    /// The roles bound to a rule.
+    pub async fn rule_roles(&self, name: &RuleName) -> Result<Vec<RoleName>, ServiceError> {
+        Ok(self.store.rule_roles(name).await?)
+    }
+
     pub async fn rule(&self, name: &RuleName) -> Result<Rule, ServiceError> {
         self.store
             .rule(name)
@@ -700,4 +726,13 @@ pub enum Changes {
     Gone {
         oldest: Revision,
     },
+}
+
+/// One user as an operator sees them (`Directory::user_detail`).
+pub struct UserDetail {
+    pub user: User,
+    pub grants: Vec<crate::model::Grant>,
+    pub snapshot: crate::authz::index::EffectiveSnapshot,
+    pub account: Option<crate::model::LocalAccount>,
+    pub identities: Vec<crate::store::Identity>,
 }

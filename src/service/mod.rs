@@ -2,12 +2,14 @@
 //! keeps things (store). Handlers and commands call these; these call the store.
 
 pub mod access;
+pub mod audit_log;
 pub mod auth;
 pub mod authentik;
 pub mod casbin;
 pub mod clients;
 pub mod directory;
 pub mod follow;
+pub mod health;
 pub mod menus;
 pub mod oidc;
 pub mod sessions;
