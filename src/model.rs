@@ -70,6 +70,18 @@ macro_rules! string_type {
                 f.write_str(&self.0)
             }
         }
+
+        /// A string, with what it must look like as its description.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some($what))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -234,7 +246,18 @@ string_type!(
 
 /// What a matching permission does. Deny wins over any allow.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
@@ -308,7 +331,7 @@ impl Scope {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct UserId(pub Uuid);
 
@@ -333,7 +356,18 @@ impl fmt::Display for UserId {
 /// A global counter bumped by every change to users or grants, in the same
 /// transaction as the change, so a cache can tell whether it is stale.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
 pub struct Revision(pub i64);
@@ -344,7 +378,7 @@ impl fmt::Display for Revision {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub authentik_sub: AuthentikSub,
@@ -352,8 +386,10 @@ pub struct User {
     pub display_name: Option<DisplayName>,
     pub is_active: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
     /// The revision of the last change to this user or their grants.
     #[serde(skip)]
@@ -361,7 +397,7 @@ pub struct User {
 }
 
 /// The fields of an upsert; `None` keeps what is stored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpsert {
     pub authentik_sub: AuthentikSub,
@@ -388,7 +424,9 @@ impl UserUpsert {
 }
 
 /// One scoped permission: `(scope_type, scope_id, module, action)`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct Permission {
     pub scope_type: ScopeType,
     pub scope_id: ScopeId,
@@ -397,7 +435,7 @@ pub struct Permission {
 }
 
 /// A permission granted directly to one user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Grant {
     pub id: Uuid,
     pub user_id: UserId,
@@ -405,6 +443,7 @@ pub struct Grant {
     pub permission: Permission,
     pub effect: Effect,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
 }
 

@@ -69,7 +69,9 @@ pub fn routes() -> Api {
             &[Doc::post(
                 "Grant a user a permission, allow or deny (201 new, 200 already held)",
                 Auth::Admin(Capability::GrantsWrite),
-            )],
+            )
+            .takes::<GrantRequest>()
+            .answers::<GrantResponse>(&[201, 200])],
         )
         .route(
             "/admin/permissions/revoke",
@@ -77,11 +79,13 @@ pub fn routes() -> Api {
             &[Doc::post(
                 "Revoke a user's permission",
                 Auth::Admin(Capability::GrantsWrite),
-            )],
+            )
+            .takes::<GrantRequest>()
+            .answers::<RevokeResponse>(&[200])],
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GrantRequest {
     authentik_sub: AuthentikSub,
@@ -106,7 +110,7 @@ impl GrantRequest {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct GrantResponse {
     grant: Grant,
     created: bool,
@@ -139,7 +143,7 @@ async fn grant(
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct RevokeResponse {
     revoked: bool,
     revision: Revision,

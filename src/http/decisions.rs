@@ -29,15 +29,18 @@ pub fn routes() -> Api {
         .route(
             "/v1/check",
             post(check),
-            &[Doc::post("May this user do this here?", Auth::Decision)],
+            &[Doc::post("May this user do this here?", Auth::Decision)
+                .takes::<CheckBody>()
+                .answers::<CheckResponse>(&[200])],
         )
         .route(
             "/v1/check/batch",
             post(check_batch).layer(DefaultBodyLimit::max(BATCH_BODY_BYTES)),
-            &[Doc::post(
-                "Up to 1,000 checks, answered in order",
-                Auth::Decision,
-            )],
+            &[
+                Doc::post("Up to 1,000 checks, answered in order", Auth::Decision)
+                    .takes::<BatchBody>()
+                    .answers::<BatchResponse>(&[200]),
+            ],
         )
         .route(
             "/v1/explain",
@@ -50,7 +53,7 @@ pub fn routes() -> Api {
 }
 
 /// `"subject": "an authentik_sub"` or `"subject": {"user_id": "…"}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum SubjectBody {
     Sub(AuthentikSub),
@@ -66,7 +69,7 @@ impl From<SubjectBody> for Subject {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckBody {
     subject: SubjectBody,
@@ -132,7 +135,7 @@ pub async fn await_revision(state: &AppState, min_revision: Option<i64>) -> Resu
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CheckResponse {
     allowed: bool,
     revision: Revision,
@@ -152,7 +155,7 @@ async fn check(
     Ok(Json(CheckResponse { allowed, revision }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
     checks: Vec<CheckBody>,
@@ -160,7 +163,7 @@ struct BatchBody {
     min_revision: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BatchResponse {
     results: Vec<bool>,
     revision: Revision,

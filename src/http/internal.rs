@@ -23,23 +23,26 @@ pub fn routes() -> Api {
         .route(
             "/internal/users/upsert-by-sub",
             post(upsert_by_sub),
-            &[Doc::post("Create or update a user by subject", Internal)],
+            &[Doc::post("Create or update a user by subject", Internal)
+                .takes::<UserUpsert>()
+                .answers::<User>(&[200])],
         )
         .route(
             "/internal/permissions/{authentik_sub}/snapshot",
             get(snapshot),
             &[Doc::get(
-                "A user's permission snapshot, with an ETag",
+                "A user's permission snapshot, with an ETag (304 for a matching If-None-Match)",
                 Internal,
-            )],
+            )
+            .answers::<Snapshot>(&[200])],
         )
         .route(
             "/internal/changes",
             get(changes),
-            &[Doc::get(
-                "Whose permissions changed since a revision",
-                Internal,
-            )],
+            &[
+                Doc::get("Whose permissions changed since a revision", Internal)
+                    .answers::<ChangesBody>(&[200]),
+            ],
         )
         .route(
             "/internal/authentik/users/ensure",
@@ -104,6 +107,32 @@ pub fn snapshot_response(
     Ok((cache, Json(body)).into_response())
 }
 
+/// What a snapshot says, as the description shows it ([`SnapshotBody`] is
+/// how it is written).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Snapshot {
+    authentik_sub: String,
+    user_id: UserId,
+    is_active: bool,
+    revision: i64,
+    /// The allows no deny cancels entirely.
+    permissions: Vec<crate::model::Permission>,
+    /// The denies that still carve exceptions out of them.
+    denied: Vec<crate::model::Permission>,
+    roles: Vec<RoleHeld>,
+}
+
+/// A role the user holds, and where.
+#[derive(utoipa::ToSchema)]
+#[schema(as = HeldRole)]
+#[allow(dead_code)]
+struct RoleHeld {
+    role: String,
+    scope_type: String,
+    scope_id: String,
+}
+
 /// Written straight from the snapshot (a `json!` value would copy every string first).
 #[derive(Serialize)]
 struct SnapshotBody<'a> {
@@ -133,10 +162,11 @@ struct ChangesQuery {
     since: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ChangesBody {
     revision: Revision,
     /// The subjects whose effective permissions changed: drop their cached snapshots.
+    #[schema(value_type = Vec<String>)]
     subjects: Vec<std::sync::Arc<str>>,
 }
 

@@ -103,20 +103,57 @@ impl Required {
     }
 }
 
+/// Puts a type's schema (and the schemas it refers to) into the
+/// document's components; answers the `$ref` to it.
+pub type Schema = fn(&mut BTreeMap<String, Value>) -> Value;
+
+fn schema_of<T: utoipa::ToSchema>(components: &mut BTreeMap<String, Value>) -> Value {
+    let mut nested = Vec::new();
+    T::schemas(&mut nested);
+    for (name, schema) in nested {
+        components.insert(name, serde_json::to_value(schema).unwrap_or_default());
+    }
+    let name = T::name();
+    components.insert(
+        name.to_string(),
+        serde_json::to_value(T::schema()).unwrap_or_default(),
+    );
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
 /// One operation's documentation, given with its handler.
 #[derive(Debug, Clone, Copy)]
 pub struct Doc {
     pub method: &'static str,
     pub summary: &'static str,
     pub auth: Auth,
+    /// The JSON body it takes, when typed.
+    pub request: Option<Schema>,
+    /// Its success statuses and the JSON body it answers, when typed.
+    pub response: Option<(&'static [u16], Schema)>,
 }
 
 impl Doc {
+    /// Takes a JSON body of type `T`.
+    pub const fn takes<T: utoipa::ToSchema>(mut self) -> Self {
+        self.request = Some(schema_of::<T>);
+        self
+    }
+
+    /// Answers a JSON body of type `T` with one of `statuses` (a creation
+    /// that may find its object there already: `&[201, 200]`).
+    pub const fn answers<T: utoipa::ToSchema>(mut self, statuses: &'static [u16]) -> Self {
+        self.response = Some((statuses, schema_of::<T>));
+        self
+    }
+
     pub const fn get(summary: &'static str, auth: Auth) -> Self {
         Self {
             method: "GET",
             summary,
             auth,
+            request: None,
+            response: None,
         }
     }
     pub const fn post(summary: &'static str, auth: Auth) -> Self {
@@ -124,6 +161,8 @@ impl Doc {
             method: "POST",
             summary,
             auth,
+            request: None,
+            response: None,
         }
     }
     pub const fn put(summary: &'static str, auth: Auth) -> Self {
@@ -131,6 +170,8 @@ impl Doc {
             method: "PUT",
             summary,
             auth,
+            request: None,
+            response: None,
         }
     }
     pub const fn patch(summary: &'static str, auth: Auth) -> Self {
@@ -138,6 +179,8 @@ impl Doc {
             method: "PATCH",
             summary,
             auth,
+            request: None,
+            response: None,
         }
     }
     pub const fn delete(summary: &'static str, auth: Auth) -> Self {
@@ -145,6 +188,8 @@ impl Doc {
             method: "DELETE",
             summary,
             auth,
+            request: None,
+            response: None,
         }
     }
 }
@@ -157,6 +202,8 @@ pub struct Operation {
     pub tag: &'static str,
     pub summary: &'static str,
     pub auth: Auth,
+    pub request: Option<Schema>,
+    pub response: Option<(&'static [u16], Schema)>,
 }
 
 /// Routes with their documentation. Modules build one each; the router merges them.
@@ -225,6 +272,8 @@ impl Api {
             tag,
             summary: d.summary,
             auth: d.auth,
+            request: d.request,
+            response: d.response,
         }));
         self
     }
@@ -263,6 +312,7 @@ fn path_parameters(path: &str) -> Vec<Value> {
 /// The OpenAPI 3.1 document.
 pub fn document(operations: &[Operation]) -> Value {
     let mut paths: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
+    let mut schemas = BTreeMap::new();
     for op in operations {
         let mut operation = json!({
             "tags": [op.tag],
@@ -285,7 +335,25 @@ pub fn document(operations: &[Operation]) -> Value {
         if !parameters.is_empty() {
             operation["parameters"] = Value::Array(parameters);
         }
-        if matches!(op.method, "POST" | "PUT" | "PATCH") {
+        if let Some((statuses, schema)) = op.response {
+            let body = json!({
+                "description": "Success.",
+                "content": { "application/json": { "schema": schema(&mut schemas) } }
+            });
+            let responses = &mut operation["responses"];
+            if let Some(generic) = responses.as_object_mut() {
+                generic.remove("200");
+            }
+            for status in statuses {
+                responses[status.to_string()] = body.clone();
+            }
+        }
+        if let Some(schema) = op.request {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": { "application/json": { "schema": schema(&mut schemas) } }
+            });
+        } else if matches!(op.method, "POST" | "PUT" | "PATCH") {
             operation["requestBody"] = json!({
                 "required": false,
                 "content": { "application/json": { "schema": { "type": "object" } } }
@@ -296,6 +364,25 @@ pub fn document(operations: &[Operation]) -> Value {
             .or_default()
             .insert(op.method.to_ascii_lowercase(), operation);
     }
+    schemas.insert(
+        "Error".to_owned(),
+        json!({
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "request_id"],
+                    "properties": {
+                        "code": { "type": "string" },
+                        "message": { "type": "string" },
+                        "request_id": { "type": "string" },
+                        "field": { "type": "string" }
+                    }
+                }
+            }
+        }),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -315,24 +402,7 @@ pub fn document(operations: &[Operation]) -> Value {
                 "frontendToken": { "type": "apiKey", "in": "header", "name": "X-Frontend-Token" },
                 "scimBearer": { "type": "http", "scheme": "bearer", "description": "CLIENT_KEY:API_KEY" }
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message", "request_id"],
-                            "properties": {
-                                "code": { "type": "string" },
-                                "message": { "type": "string" },
-                                "request_id": { "type": "string" },
-                                "field": { "type": "string" }
-                            }
-                        }
-                    }
-                }
-            }
+            "schemas": schemas,
         }
     })
 }
