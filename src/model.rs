@@ -285,7 +285,9 @@ impl Effect {
 
 /// Where a role is held or a role permission is pinned. `*` as scope_id means
 /// every id of the type; `*` as scope_type (with `*` as scope_id) means everywhere.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "ScopeFields")]
 pub struct Scope {
     pub scope_type: String,
@@ -448,7 +450,7 @@ pub struct Grant {
 }
 
 /// A permission a role holds; pinned to one scope, or applying wherever the role is held.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 pub struct RolePermission {
     pub module: Module,
     pub action: Action,
@@ -457,15 +459,17 @@ pub struct RolePermission {
     pub scope: Option<Scope>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Role {
     pub name: RoleName,
     pub description: String,
     pub parents: Vec<RoleName>,
     pub permissions: Vec<RolePermission>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
 }
 

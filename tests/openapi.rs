@@ -296,6 +296,24 @@ async fn the_walkthroughs_operations_are_typed_and_every_reference_resolves() {
             "{method} {path} {status}"
         );
     }
+    // Route families typed whole: every operation answers a named type.
+    let typed_tags = ["roles"];
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            if !typed_tags.contains(&op["tags"][0].as_str().unwrap()) {
+                continue;
+            }
+            let typed = op["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .any(|(status, r)| {
+                    status.starts_with('2')
+                        && r["content"]["application/json"]["schema"]["$ref"].is_string()
+                });
+            assert!(typed, "{method} {path} answers no named type");
+        }
+    }
     let check = &spec["components"]["schemas"]["CheckBody"];
     assert_eq!(
         check["additionalProperties"], false,

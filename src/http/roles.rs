@@ -4,8 +4,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
@@ -14,8 +16,9 @@ use super::openapi::{Api, Auth, Doc};
 use crate::model::{
     Action, Effect, Module, RoleAssignment, RoleName, RolePermission, Scope, ScopeId,
 };
-use crate::model::{AssignmentSource, Capability, Description};
+use crate::model::{AssignmentSource, AuthentikSub, Capability, Description, Revision, Role};
 use crate::service::access::Subject;
+use crate::store::ChangeOutcome;
 
 pub fn routes() -> Api {
     use Auth::Admin;
@@ -24,8 +27,10 @@ pub fn routes() -> Api {
             "/admin/roles",
             get(list).post(create),
             &[
-                Doc::get("All roles", Admin(Capability::Read)),
-                Doc::post("Create a role (201)", Admin(Capability::RolesWrite)),
+                Doc::get("All roles", Admin(Capability::Read)).answers::<RoleList>(&[200]),
+                Doc::post("Create a role (201)", Admin(Capability::RolesWrite))
+                    .takes::<CreateRole>()
+                    .answers::<RoleChanged>(&[201]),
             ],
         )
         .route(
@@ -35,32 +40,45 @@ pub fn routes() -> Api {
                 Doc::get(
                     "One role, its permissions and holders",
                     Admin(Capability::Read),
-                ),
+                )
+                .answers::<RoleWithHolders>(&[200]),
                 Doc::patch(
                     "Change a role's description or parents",
                     Admin(Capability::RolesWrite),
-                ),
-                Doc::delete("Delete a role", Admin(Capability::RolesWrite)),
+                )
+                .takes::<UpdateRole>()
+                .answers::<RoleChanged>(&[200]),
+                Doc::delete("Delete a role", Admin(Capability::RolesWrite))
+                    .answers::<Deleted>(&[200]),
             ],
         )
         .route(
             "/admin/roles/{name}/permissions",
             axum::routing::post(add_permission).delete(remove_permission),
             &[
-                Doc::post("Give the role a permission", Admin(Capability::RolesWrite)),
+                Doc::post("Give the role a permission", Admin(Capability::RolesWrite))
+                    .takes::<PermissionBody>()
+                    .answers::<Changed>(&[201, 200]),
                 Doc::delete(
                     "Take a permission from the role",
                     Admin(Capability::RolesWrite),
-                ),
+                )
+                .takes::<PermissionBody>()
+                .answers::<Removed>(&[200]),
             ],
         )
         .route(
             "/admin/users/{authentik_sub}/roles",
             get(user_roles).post(assign).delete(unassign),
             &[
-                Doc::get("The roles a user holds", Admin(Capability::Read)),
-                Doc::post("Assign a role in a scope", Admin(Capability::GrantsWrite)),
-                Doc::delete("Unassign a role", Admin(Capability::GrantsWrite)),
+                Doc::get("The roles a user holds", Admin(Capability::Read))
+                    .answers::<UserRoles>(&[200]),
+                Doc::post("Assign a role in a scope", Admin(Capability::GrantsWrite))
+                    .takes::<AssignmentBody>()
+                    .answers::<Changed>(&[201, 200]),
+                Doc::delete("Unassign a role", Admin(Capability::GrantsWrite))
+                    .takes::<AssignmentBody>()
+                    .answers::<Removed>(&[200]),
             ],
         )
 }
@@ -78,11 +96,72 @@ fn created_or_ok(changed: bool) -> StatusCode {
     }
 }
 
-async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "roles": state.directory.roles().await? })))
+#[derive(Serialize, ToSchema)]
+struct RoleList {
+    roles: Vec<Role>,
 }
 
-#[derive(Deserialize)]
+/// A role as it is after a change, and the revision the change made.
+#[derive(Serialize, ToSchema)]
+struct RoleChanged {
+    role: Role,
+    revision: Revision,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RoleWithHolders {
+    role: Role,
+    /// The subjects holding the role, directly or through a role that inherits it.
+    #[schema(value_type = Vec<String>)]
+    holders: Vec<Arc<str>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Deleted {
+    deleted: bool,
+    revision: Revision,
+}
+
+/// Whether something was added (201) or was there already (200).
+#[derive(Serialize, ToSchema)]
+struct Changed {
+    changed: bool,
+    revision: Revision,
+}
+
+/// Whether something was there to remove.
+#[derive(Serialize, ToSchema)]
+struct Removed {
+    removed: bool,
+    revision: Revision,
+}
+
+#[derive(Serialize, ToSchema)]
+struct UserRoles {
+    authentik_sub: AuthentikSub,
+    roles: Vec<HeldRoleBody>,
+    revision: i64,
+}
+
+/// A role a user holds, and where.
+#[derive(Serialize, ToSchema)]
+#[schema(as = HeldRole)]
+struct HeldRoleBody {
+    #[schema(value_type = String)]
+    role: Arc<str>,
+    #[schema(value_type = String)]
+    scope_type: Arc<str>,
+    #[schema(value_type = String)]
+    scope_id: Arc<str>,
+}
+
+async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<RoleList>, ApiError> {
+    Ok(Json(RoleList {
+        roles: state.directory.roles().await?,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRole {
     name: RoleName,
@@ -96,7 +175,7 @@ async fn create(
     caller: AdminCaller,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateRole>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RoleChanged>), ApiError> {
     let revision = state
         .directory
         .create_role(
@@ -107,25 +186,23 @@ async fn create(
         )
         .await?;
     let role = state.directory.role(&body.name).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "role": role, "revision": revision })),
-    ))
+    Ok((StatusCode::CREATED, Json(RoleChanged { role, revision })))
 }
 
 async fn show(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RoleWithHolders>, ApiError> {
     let name = role_name(name)?;
     let role = state.directory.role(&name).await?;
-    Ok(Json(
-        json!({ "role": role, "holders": state.directory.holders(&name) }),
-    ))
+    Ok(Json(RoleWithHolders {
+        role,
+        holders: state.directory.holders(&name),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateRole {
     #[serde(default)]
@@ -139,7 +216,7 @@ async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<UpdateRole>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RoleChanged>, ApiError> {
     let name = role_name(name)?;
     let revision = state
         .directory
@@ -151,24 +228,27 @@ async fn update(
         )
         .await?;
     let role = state.directory.role(&name).await?;
-    Ok(Json(json!({ "role": role, "revision": revision })))
+    Ok(Json(RoleChanged { role, revision }))
 }
 
 async fn delete(
     caller: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let name = role_name(name)?;
     let revision = state
         .directory
         .delete_role(caller.authority(), &name)
         .await?;
-    Ok(Json(json!({ "deleted": true, "revision": revision })))
+    Ok(Json(Deleted {
+        deleted: true,
+        revision,
+    }))
 }
 
 /// A role permission; `scope_type` and `scope_id` pin it to one scope, and come together.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PermissionBody {
     module: Module,
@@ -210,17 +290,14 @@ async fn add_permission(
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<PermissionBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Changed>), ApiError> {
     let name = role_name(name)?;
     let permission = body.parse()?;
     let outcome = state
         .directory
         .set_role_permission(caller.authority(), &name, &permission)
         .await?;
-    Ok((
-        created_or_ok(outcome.changed),
-        Json(json!({ "changed": outcome.changed, "revision": outcome.revision })),
-    ))
+    Ok((created_or_ok(outcome.changed), Json(Changed::from(outcome))))
 }
 
 async fn remove_permission(
@@ -228,7 +305,7 @@ async fn remove_permission(
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<PermissionBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     let name = role_name(name)?;
     if body.effect.is_some() {
         return Err(ApiError::invalid_field(
@@ -241,13 +318,11 @@ async fn remove_permission(
         .directory
         .remove_role_permission(caller.authority(), &name, &permission)
         .await?;
-    Ok(Json(
-        json!({ "removed": outcome.changed, "revision": outcome.revision }),
-    ))
+    Ok(Json(Removed::from(outcome)))
 }
 
 /// A role in a scope; both scope fields left out mean everywhere (`*`, `*`).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignmentBody {
     role: RoleName,
@@ -281,12 +356,22 @@ async fn user_roles(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserRoles>, ApiError> {
     let sub = subject_param(sub)?;
     let snapshot = state.engine.snapshot(&Subject::Sub(sub.clone()))?;
-    Ok(Json(
-        json!({ "authentik_sub": sub, "roles": snapshot.roles, "revision": snapshot.revision }),
-    ))
+    Ok(Json(UserRoles {
+        authentik_sub: sub,
+        roles: snapshot
+            .roles
+            .into_iter()
+            .map(|r| HeldRoleBody {
+                role: r.role,
+                scope_type: r.scope_type,
+                scope_id: r.scope_id,
+            })
+            .collect(),
+        revision: snapshot.revision,
+    }))
 }
 
 async fn assign(
@@ -294,7 +379,7 @@ async fn assign(
     State(state): State<AppState>,
     Path(sub): Path<String>,
     JsonBody(body): JsonBody<AssignmentBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Changed>), ApiError> {
     let sub = subject_param(sub)?;
     let outcome = state
         .directory
@@ -305,10 +390,7 @@ async fn assign(
             &body.parse()?,
         )
         .await?;
-    Ok((
-        created_or_ok(outcome.changed),
-        Json(json!({ "changed": outcome.changed, "revision": outcome.revision })),
-    ))
+    Ok((created_or_ok(outcome.changed), Json(Changed::from(outcome))))
 }
 
 async fn unassign(
@@ -316,7 +398,7 @@ async fn unassign(
     State(state): State<AppState>,
     Path(sub): Path<String>,
     JsonBody(body): JsonBody<AssignmentBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     let sub = subject_param(sub)?;
     let outcome = state
         .directory
@@ -327,7 +409,23 @@ async fn unassign(
             &body.parse()?,
         )
         .await?;
-    Ok(Json(
-        json!({ "removed": outcome.changed, "revision": outcome.revision }),
-    ))
+    Ok(Json(Removed::from(outcome)))
+}
+
+impl From<ChangeOutcome> for Changed {
+    fn from(outcome: ChangeOutcome) -> Self {
+        Self {
+            changed: outcome.changed,
+            revision: outcome.revision,
+        }
+    }
+}
+
+impl From<ChangeOutcome> for Removed {
+    fn from(outcome: ChangeOutcome) -> Self {
+        Self {
+            removed: outcome.changed,
+            revision: outcome.revision,
+        }
+    }
 }
