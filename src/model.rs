@@ -103,8 +103,9 @@ pub const LOCAL_SUBJECT_PREFIX: &str = "local:";
 
 /// A local account's login name. Unique without regard to case: it is
 /// lower-cased when parsed, so `Alice` and `alice` are one account.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String)]
 pub struct Username(String);
 
 impl Username {
@@ -905,7 +906,19 @@ string_type!(
 );
 
 /// Where a rule sits in a back office's navigation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleKind {
     /// Groups menus; has no page of its own.
@@ -936,7 +949,7 @@ impl RuleKind {
 }
 
 /// A node of the back office's rule tree, revealed by one permission.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rule {
     pub name: RuleName,
     pub kind: RuleKind,
@@ -952,7 +965,7 @@ pub struct Rule {
 }
 
 /// A module the catalog declares, with its actions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CatalogModule {
     pub module: Module,
     pub description: String,

@@ -5,21 +5,20 @@ use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use serde_json::{Value, json};
 
 use super::extract::{QueryParams, subject_param};
 use crate::service::access::Subject;
-use crate::service::menus;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody};
 use super::openapi::{Api, Auth, Doc};
-use crate::model::Capability;
 use crate::model::{
     Action, AuthentikSub, Effect, Grant, Module, Permission, Revision, ScopeId, ScopeType,
 };
+use crate::model::{Capability, User};
 
 pub fn routes() -> Api {
     Api::new("permissions")
@@ -29,7 +28,8 @@ pub fn routes() -> Api {
             &[Doc::get(
                 "Users, searched by subject, email or name, a page at a time",
                 Auth::Admin(Capability::Read),
-            )],
+            )
+            .answers::<UsersPage>(&[200])],
         )
         .route(
             "/admin/users/{authentik_sub}",
@@ -37,7 +37,8 @@ pub fn routes() -> Api {
             &[Doc::get(
                 "One user: grants, roles, local account, identities",
                 Auth::Admin(Capability::Read),
-            )],
+            )
+            .answers::<UserDetailResponse>(&[200])],
         )
         .route(
             "/admin/users/{authentik_sub}/disable",
@@ -45,15 +46,16 @@ pub fn routes() -> Api {
             &[Doc::post(
                 "Disable a user: every check is denied, every session ends",
                 Auth::Admin(Capability::UsersWrite),
-            )],
+            )
+            .answers::<UserChanged>(&[200])],
         )
         .route(
             "/admin/users/{authentik_sub}/enable",
             post(enable_user),
-            &[Doc::post(
-                "Enable a user again",
-                Auth::Admin(Capability::UsersWrite),
-            )],
+            &[
+                Doc::post("Enable a user again", Auth::Admin(Capability::UsersWrite))
+                    .answers::<UserChanged>(&[200]),
+            ],
         )
         .route(
             "/admin/users/{authentik_sub}/menus",
@@ -61,7 +63,8 @@ pub fn routes() -> Api {
             &[Doc::get(
                 "The menu tree and buttons this user would see",
                 Auth::Admin(Capability::Read),
-            )],
+            )
+            .answers::<MenuPreview>(&[200])],
         )
         .route(
             "/admin/permissions/grant",
@@ -187,7 +190,7 @@ async fn list_users(
     _: AdminCaller,
     State(state): State<AppState>,
     QueryParams(query): QueryParams<UsersQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UsersPage>, ApiError> {
     let limit = query.limit.unwrap_or(USERS_PAGE);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid_field("limit", "between 1 and 500"));
@@ -197,22 +200,46 @@ async fn list_users(
         return Err(ApiError::invalid_field("q", "at most 255 characters"));
     }
     let users = state
-        .store
+        .directory
         .users_page(search, query.cursor.as_deref(), limit)
         .await?;
     let next_cursor = (users.len() == limit as usize)
         .then(|| users.last().map(|u| u.authentik_sub.to_string()))
         .flatten();
-    Ok(Json(json!({ "users": users, "next_cursor": next_cursor })))
+    Ok(Json(UsersPage { users, next_cursor }))
+}
+
+/// A page of users; `next_cursor` asks for the next (none on the last page).
+#[derive(Serialize, ToSchema)]
+struct UsersPage {
+    users: Vec<User>,
+    next_cursor: Option<String>,
+}
+
+/// The menu tree and buttons a user would see.
+#[derive(Serialize, ToSchema)]
+struct MenuPreview {
+    menus: Vec<crate::service::menus::MenuNode>,
+    buttons: Vec<crate::model::RuleName>,
+}
+
+/// A user after a change, and the revision it made.
+#[derive(Serialize, ToSchema)]
+struct UserChanged {
+    user: User,
+    revision: Revision,
 }
 
 /// `GET /admin/users/{authentik_sub}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UserDetailResponse {
     user: crate::model::User,
     grants: Vec<crate::model::Grant>,
+    #[schema(value_type = Vec<super::roles::HeldRoleBody>)]
     roles: Vec<crate::authz::index::HeldRole>,
+    #[schema(value_type = Vec<Permission>)]
     permissions: crate::authz::index::PermissionList,
+    #[schema(value_type = Vec<Permission>)]
     denied: crate::authz::index::PermissionList,
     account: Option<AccountSummary>,
     identities: Vec<crate::store::Identity>,
@@ -220,7 +247,7 @@ struct UserDetailResponse {
 }
 
 /// A local account without its secrets.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AccountSummary {
     username: crate::model::Username,
     totp_enabled: bool,
@@ -261,18 +288,22 @@ async fn user_menus(
     State(state): State<AppState>,
     Path(sub): Path<String>,
     QueryParams(query): QueryParams<MenuQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MenuPreview>, ApiError> {
     let sub = subject_param(sub)?;
     let user = state
         .engine
         .user_id(&Subject::Sub(sub))
         .ok_or_else(|| ApiError::not_found("user_not_found", "no user with this authentik_sub"))?;
-    let (rules, allowed) =
-        super::rules::rules_for(&state, Some(user), query.scope_type, query.scope_id).await?;
-    Ok(Json(json!({
-        "menus": menus::menu_tree(&rules, &allowed),
-        "buttons": menus::buttons(&rules, &allowed),
-    })))
+    let (scope_type, scope_id) =
+        super::rules::menu_scope(&state, query.scope_type, query.scope_id)?;
+    let view = state
+        .directory
+        .menu_view(Some(user), &scope_type, &scope_id)
+        .await?;
+    Ok(Json(MenuPreview {
+        menus: view.menus,
+        buttons: view.buttons,
+    }))
 }
 
 async fn set_active(
@@ -280,20 +311,23 @@ async fn set_active(
     caller: &AdminCaller,
     raw: String,
     active: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserChanged>, ApiError> {
     let sub = subject_param(raw)?;
     let user = state
         .auth
         .set_user_active(caller.authority(), sub, active)
         .await?;
-    Ok(Json(json!({ "user": user, "revision": user.revision })))
+    Ok(Json(UserChanged {
+        revision: user.revision,
+        user,
+    }))
 }
 
 async fn disable_user(
     caller: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserChanged>, ApiError> {
     set_active(&state, &caller, sub, false).await
 }
 
@@ -301,6 +335,6 @@ async fn enable_user(
     caller: AdminCaller,
     State(state): State<AppState>,
     Path(sub): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserChanged>, ApiError> {
     set_active(&state, &caller, sub, true).await
 }

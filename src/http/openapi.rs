@@ -129,8 +129,9 @@ pub struct Doc {
     pub auth: Auth,
     /// The JSON body it takes, when typed.
     pub request: Option<Schema>,
-    /// Its success statuses and the JSON body it answers, when typed.
-    pub response: Option<(&'static [u16], Schema)>,
+    /// Its success statuses and the JSON body it answers (none: no body),
+    /// when typed.
+    pub response: Option<(&'static [u16], Option<Schema>)>,
 }
 
 impl Doc {
@@ -143,7 +144,13 @@ impl Doc {
     /// Answers a JSON body of type `T` with one of `statuses` (a creation
     /// that may find its object there already: `&[201, 200]`).
     pub const fn answers<T: utoipa::ToSchema>(mut self, statuses: &'static [u16]) -> Self {
-        self.response = Some((statuses, schema_of::<T>));
+        self.response = Some((statuses, Some(schema_of::<T>)));
+        self
+    }
+
+    /// Answers 204 with no body.
+    pub const fn answers_nothing(mut self) -> Self {
+        self.response = Some((&[204], None));
         self
     }
 
@@ -203,7 +210,7 @@ pub struct Operation {
     pub summary: &'static str,
     pub auth: Auth,
     pub request: Option<Schema>,
-    pub response: Option<(&'static [u16], Schema)>,
+    pub response: Option<(&'static [u16], Option<Schema>)>,
 }
 
 /// Routes with their documentation. Modules build one each; the router merges them.
@@ -336,10 +343,13 @@ pub fn document(operations: &[Operation]) -> Value {
             operation["parameters"] = Value::Array(parameters);
         }
         if let Some((statuses, schema)) = op.response {
-            let body = json!({
-                "description": "Success.",
-                "content": { "application/json": { "schema": schema(&mut schemas) } }
-            });
+            let body = match schema {
+                Some(schema) => json!({
+                    "description": "Success.",
+                    "content": { "application/json": { "schema": schema(&mut schemas) } }
+                }),
+                None => json!({ "description": "Done; no body." }),
+            };
             let responses = &mut operation["responses"];
             if let Some(generic) = responses.as_object_mut() {
                 generic.remove("200");

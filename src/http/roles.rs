@@ -122,6 +122,15 @@ pub(super) struct Deleted {
     revision: Revision,
 }
 
+impl Deleted {
+    pub(super) fn new(revision: Revision) -> Self {
+        Self {
+            deleted: true,
+            revision,
+        }
+    }
+}
+
 /// Whether something was added (201) or was there already (200).
 #[derive(Serialize, ToSchema)]
 struct Changed {
@@ -146,7 +155,7 @@ struct UserRoles {
 /// A role a user holds, and where.
 #[derive(Serialize, ToSchema)]
 #[schema(as = HeldRole)]
-struct HeldRoleBody {
+pub(super) struct HeldRoleBody {
     #[schema(value_type = String)]
     role: Arc<str>,
     #[schema(value_type = String)]
@@ -241,10 +250,7 @@ async fn delete(
         .directory
         .delete_role(caller.authority(), &name)
         .await?;
-    Ok(Json(Deleted {
-        deleted: true,
-        revision,
-    }))
+    Ok(Json(Deleted::new(revision)))
 }
 
 /// A role permission; `scope_type` and `scope_id` pin it to one scope, and come together.

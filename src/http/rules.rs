@@ -5,21 +5,20 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody, QueryParams, Viewer, nullable, path_param};
 use super::openapi::{Api, Auth, Doc};
-use crate::authz::index::Request;
+use super::roles::Deleted;
 use crate::model::{
     Action, CatalogModule, Module, RoleName, Rule, RuleKind, RuleName, RuleText, ScopeId, ScopeType,
 };
-use crate::model::{Capability, Description};
-use crate::service::access::Subject;
+use crate::model::{Capability, Description, Revision};
 use crate::service::directory::CatalogMode;
-use crate::service::menus;
+use crate::service::menus::MenuNode;
 
 pub fn routes() -> Api {
     use Auth::{Admin, Viewer};
@@ -28,8 +27,10 @@ pub fn routes() -> Api {
             "/admin/rules",
             get(list).post(create),
             &[
-                Doc::get("Every rule", Admin(Capability::Read)),
-                Doc::post("Create a rule (201)", Admin(Capability::RolesWrite)),
+                Doc::get("Every rule", Admin(Capability::Read)).answers::<RuleList>(&[200]),
+                Doc::post("Create a rule (201)", Admin(Capability::RolesWrite))
+                    .takes::<NewRule>()
+                    .answers::<Rule>(&[201]),
             ],
         )
         .route(
@@ -39,23 +40,30 @@ pub fn routes() -> Api {
                 Doc::get(
                     "One rule and the roles bound to it",
                     Admin(Capability::Read),
-                ),
-                Doc::patch("Change or move a rule", Admin(Capability::RolesWrite)),
+                )
+                .answers::<RuleWithRoles>(&[200]),
+                Doc::patch("Change or move a rule", Admin(Capability::RolesWrite))
+                    .takes::<RulePatch>()
+                    .answers::<RuleChanged>(&[200]),
                 Doc::delete(
                     "Delete a rule (its subtree with ?cascade=true)",
                     Admin(Capability::RolesWrite),
-                ),
+                )
+                .answers::<Deleted>(&[200]),
             ],
         )
         .route(
             "/admin/roles/{name}/rules",
             get(role_rules).put(set_role_rules),
             &[
-                Doc::get("The rules a role is bound to", Admin(Capability::Read)),
+                Doc::get("The rules a role is bound to", Admin(Capability::Read))
+                    .answers::<RoleRules>(&[200]),
                 Doc::put(
                     "Bind a role to exactly these rules",
                     Admin(Capability::RolesWrite),
-                ),
+                )
+                .takes::<RoleRules>()
+                .answers::<RoleRulesChanged>(&[200]),
             ],
         )
         .route(
@@ -64,7 +72,8 @@ pub fn routes() -> Api {
             &[Doc::get(
                 "Declared modules and actions, and what is undeclared",
                 Admin(Capability::Read),
-            )],
+            )
+            .answers::<Catalog>(&[200])],
         )
         .route(
             "/admin/catalog/{module}",
@@ -73,22 +82,25 @@ pub fn routes() -> Api {
                 Doc::put(
                     "Declare a module and its actions",
                     Admin(Capability::RolesWrite),
-                ),
+                )
+                .takes::<Declaration>()
+                .answers::<CatalogModule>(&[200]),
                 Doc::delete(
                     "Remove a module from the catalog",
                     Admin(Capability::RolesWrite),
-                ),
+                )
+                .answers_nothing(),
             ],
         )
         .route(
             "/me/menus",
             get(my_menus),
-            &[Doc::get("The menu tree the caller may see", Viewer)],
+            &[Doc::get("The menu tree the caller may see", Viewer).answers::<Menus>(&[200])],
         )
         .route(
             "/me/buttons",
             get(my_buttons),
-            &[Doc::get("The buttons the caller may use", Viewer)],
+            &[Doc::get("The buttons the caller may use", Viewer).answers::<Buttons>(&[200])],
         )
 }
 
@@ -96,7 +108,7 @@ fn rule_name(raw: String) -> Result<RuleName, ApiError> {
     path_param("name", raw, RuleName::parse)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewRule {
     name: RuleName,
@@ -118,7 +130,8 @@ struct NewRule {
     action: Action,
 }
 
-#[derive(Deserialize)]
+/// The fields to change; `null` clears an optional one.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RulePatch {
     name: Option<RuleName>,
@@ -156,8 +169,60 @@ impl RulePatch {
     }
 }
 
-async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "rules": state.directory.rules().await? })))
+#[derive(Serialize, ToSchema)]
+struct RuleList {
+    rules: Vec<Rule>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RuleWithRoles {
+    rule: Rule,
+    roles: Vec<RoleName>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RuleChanged {
+    rule: Rule,
+    revision: Revision,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RoleRulesChanged {
+    rules: Vec<RuleName>,
+    revision: Revision,
+}
+
+/// The catalog's mode, its declared modules, and what is used but undeclared.
+#[derive(Serialize, ToSchema)]
+struct Catalog {
+    mode: CatalogMode,
+    modules: Vec<CatalogModule>,
+    undeclared: Vec<Undeclared>,
+}
+
+/// A module and action used somewhere but not declared.
+#[derive(Serialize, ToSchema)]
+struct Undeclared {
+    module: String,
+    action: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Menus {
+    menus: Vec<MenuNode>,
+    revision: Revision,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Buttons {
+    buttons: Vec<RuleName>,
+    revision: Revision,
+}
+
+async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<RuleList>, ApiError> {
+    Ok(Json(RuleList {
+        rules: state.directory.rules().await?,
+    }))
 }
 
 async fn create(
@@ -189,11 +254,11 @@ async fn show(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RuleWithRoles>, ApiError> {
     let name = rule_name(name)?;
     let rule = state.directory.rule(&name).await?;
     let roles = state.directory.rule_roles(&name).await?;
-    Ok(Json(json!({ "rule": rule, "roles": roles })))
+    Ok(Json(RuleWithRoles { rule, roles }))
 }
 
 async fn update(
@@ -201,14 +266,14 @@ async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(patch): JsonBody<RulePatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RuleChanged>, ApiError> {
     let name = rule_name(name)?;
     let rule = patch.apply(state.directory.rule(&name).await?);
     let revision = state
         .directory
         .update_rule(caller.authority(), &name, &rule)
         .await?;
-    Ok(Json(json!({ "rule": rule, "revision": revision })))
+    Ok(Json(RuleChanged { rule, revision }))
 }
 
 #[derive(Deserialize)]
@@ -223,27 +288,28 @@ async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
     QueryParams(query): QueryParams<DeleteQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let name = rule_name(name)?;
     let revision = state
         .directory
         .delete_rule(caller.authority(), &name, query.cascade)
         .await?;
-    Ok(Json(json!({ "deleted": true, "revision": revision })))
+    Ok(Json(Deleted::new(revision)))
 }
 
 async fn role_rules(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RoleRules>, ApiError> {
     let role = path_param("name", name, RoleName::parse)?;
-    Ok(Json(
-        json!({ "rules": state.directory.role_rules(&role).await? }),
-    ))
+    Ok(Json(RoleRules {
+        rules: state.directory.role_rules(&role).await?,
+    }))
 }
 
-#[derive(Deserialize)]
+/// The rules a role is bound to.
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RoleRules {
     rules: Vec<RuleName>,
@@ -254,39 +320,33 @@ async fn set_role_rules(
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<RoleRules>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RoleRulesChanged>, ApiError> {
     let role = path_param("name", name, RoleName::parse)?;
     let revision = state
         .directory
         .set_role_rules(caller.authority(), &role, &body.rules)
         .await?;
-    Ok(Json(json!({
-        "rules": state.directory.role_rules(&role).await?,
-        "revision": revision,
-    })))
+    Ok(Json(RoleRulesChanged {
+        rules: state.directory.role_rules(&role).await?,
+        revision,
+    }))
 }
 
-async fn catalog(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let modules = state.directory.catalog().await?;
-    let undeclared: Vec<Value> = state
-        .directory
-        .undeclared()
-        .await?
-        .into_iter()
-        .map(|(module, action)| json!({ "module": module, "action": action }))
-        .collect();
-    let mode = match state.directory.catalog_mode() {
-        CatalogMode::Open => "open",
-        CatalogMode::Strict => "strict",
-    };
-    Ok(Json(json!({
-        "mode": mode,
-        "modules": modules,
-        "undeclared": undeclared,
-    })))
+async fn catalog(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Catalog>, ApiError> {
+    Ok(Json(Catalog {
+        mode: state.directory.catalog_mode(),
+        modules: state.directory.catalog().await?,
+        undeclared: state
+            .directory
+            .undeclared()
+            .await?
+            .into_iter()
+            .map(|(module, action)| Undeclared { module, action })
+            .collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Declaration {
     #[serde(default = "Description::empty")]
@@ -340,74 +400,50 @@ struct MenuQuery {
     _frontend_token: Option<String>,
 }
 
-/// The rules and a test of whether the viewer holds a rule's permission in
-/// the scope asked about (the configured menu scope by default).
-async fn visible_rules(
+/// The scope asked about, or the configured menu scope: both or neither.
+pub(super) fn menu_scope(
     state: &AppState,
-    viewer: &Viewer,
-    query: MenuQuery,
-) -> Result<(Vec<Rule>, impl Fn(&Module, &Action) -> bool), ApiError> {
-    rules_for(state, viewer.user_id(), query.scope_type, query.scope_id).await
-}
-
-/// The rules, and whether `user` (nobody: nothing) holds a rule's
-/// permission in the scope given, by default the configured menu scope.
-pub(super) async fn rules_for(
-    state: &AppState,
-    user: Option<crate::model::UserId>,
     scope_type: Option<ScopeType>,
     scope_id: Option<ScopeId>,
-) -> Result<(Vec<Rule>, impl Fn(&Module, &Action) -> bool), ApiError> {
-    let (scope_type, scope_id) = match (scope_type, scope_id) {
-        (Some(t), Some(i)) => (t, i),
-        (None, None) => state.settings.menu_scope.clone(),
-        _ => {
-            return Err(ApiError::invalid_field(
-                "scope_id",
-                "give scope_type and scope_id together, or neither",
-            ));
-        }
-    };
-    let rules = state.directory.rules().await?;
-    let engine = state.engine.clone();
-    let allowed = move |module: &Module, action: &Action| {
-        user.is_some_and(|id| {
-            engine.check(
-                &Subject::Id(id),
-                &Request {
-                    scope_type: scope_type.as_str(),
-                    scope_id: scope_id.as_str(),
-                    module: module.as_str(),
-                    action: action.as_str(),
-                },
-            )
-        })
-    };
-    Ok((rules, allowed))
+) -> Result<(ScopeType, ScopeId), ApiError> {
+    match (scope_type, scope_id) {
+        (Some(t), Some(i)) => Ok((t, i)),
+        (None, None) => Ok(state.settings.menu_scope.clone()),
+        _ => Err(ApiError::invalid_field(
+            "scope_id",
+            "give scope_type and scope_id together, or neither",
+        )),
+    }
 }
 
 async fn my_menus(
     State(state): State<AppState>,
     viewer: Viewer,
     QueryParams(query): QueryParams<MenuQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let revision = state.engine.revision();
-    let (rules, allowed) = visible_rules(&state, &viewer, query).await?;
-    Ok(Json(json!({
-        "menus": menus::menu_tree(&rules, allowed),
-        "revision": revision,
-    })))
+) -> Result<Json<Menus>, ApiError> {
+    let (scope_type, scope_id) = menu_scope(&state, query.scope_type, query.scope_id)?;
+    let view = state
+        .directory
+        .menu_view(viewer.user_id(), &scope_type, &scope_id)
+        .await?;
+    Ok(Json(Menus {
+        menus: view.menus,
+        revision: view.revision,
+    }))
 }
 
 async fn my_buttons(
     State(state): State<AppState>,
     viewer: Viewer,
     QueryParams(query): QueryParams<MenuQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let revision = state.engine.revision();
-    let (rules, allowed) = visible_rules(&state, &viewer, query).await?;
-    Ok(Json(json!({
-        "buttons": menus::buttons(&rules, allowed),
-        "revision": revision,
-    })))
+) -> Result<Json<Buttons>, ApiError> {
+    let (scope_type, scope_id) = menu_scope(&state, query.scope_type, query.scope_id)?;
+    let view = state
+        .directory
+        .menu_view(viewer.user_id(), &scope_type, &scope_id)
+        .await?;
+    Ok(Json(Buttons {
+        buttons: view.buttons,
+        revision: view.revision,
+    }))
 }

@@ -11,7 +11,8 @@ use super::{Authority, ServiceError, is_reserved_module};
 use crate::authz::index::Index;
 use crate::model::{
     Action, AssignmentSource, AuthentikSub, CatalogModule, Effect, Module, Permission, Revision,
-    Role, RoleAssignment, RoleName, RolePermission, Rule, RuleName, User, UserId, UserUpsert,
+    Role, RoleAssignment, RoleName, RolePermission, Rule, RuleName, ScopeId, ScopeType, User,
+    UserId, UserUpsert,
 };
 use crate::store::{ChangeOutcome, ChangesSince, GrantOutcome, RevokeOutcome, RulesOutcome, Store};
 
@@ -20,7 +21,18 @@ const CHANGE_LOG_KEEP: i64 = 100_000;
 
 /// Whether grants, role permissions and rules may name modules and actions
 /// the catalog does not declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CatalogMode {
     /// Accepted, and listed as undeclared.
@@ -461,6 +473,49 @@ impl Directory {
             account,
             identities,
         })
+    }
+
+    /// What `user` (nobody: nothing) sees of the rule tree in a scope: the
+    /// directories and menus whose permission they hold there, with their
+    /// ancestors, and the buttons. The revision is read first, so the view
+    /// is at least as new as the revision it reports.
+    pub async fn menu_view(
+        &self,
+        user: Option<UserId>,
+        scope_type: &ScopeType,
+        scope_id: &ScopeId,
+    ) -> Result<super::menus::MenuView, ServiceError> {
+        let revision = self.engine.revision();
+        let rules = self.store.rules().await?;
+        let allowed = |module: &Module, action: &Action| {
+            user.is_some_and(|id| {
+                self.engine.check(
+                    &super::access::Subject::Id(id),
+                    &crate::authz::index::Request {
+                        scope_type: scope_type.as_str(),
+                        scope_id: scope_id.as_str(),
+                        module: module.as_str(),
+                        action: action.as_str(),
+                    },
+                )
+            })
+        };
+        Ok(super::menus::MenuView {
+            menus: super::menus::menu_tree(&rules, allowed),
+            buttons: super::menus::buttons(&rules, allowed),
+            revision,
+        })
+    }
+
+    /// Users whose subject, email or display name contains `search` (any
+    /// case), in subject order after `cursor`, at most `limit`.
+    pub async fn users_page(
+        &self,
+        search: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<User>, ServiceError> {
+        Ok(self.store.users_page(search, cursor, limit).await?)
     }
 
     /// The roles bound to a rule.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::model::{Action, Module, Rule, RuleKind, RuleName};
 
 /// A directory or menu as the back office renders it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MenuNode {
     pub name: RuleName,
     pub kind: RuleKind,
@@ -21,7 +21,15 @@ pub struct MenuNode {
     pub icon: Option<String>,
     pub weight: i32,
     pub hidden: bool,
+    #[schema(no_recursion)]
     pub children: Vec<MenuNode>,
+}
+
+/// What a user sees of the rule tree in one scope.
+pub struct MenuView {
+    pub menus: Vec<MenuNode>,
+    pub buttons: Vec<RuleName>,
+    pub revision: crate::model::Revision,
 }
 
 /// The directories and menus `allowed` reveals, with their ancestors (so

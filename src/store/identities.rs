@@ -8,7 +8,7 @@ use crate::audit::Event;
 use crate::model::UserId;
 
 /// One linked identity.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Identity {
     pub issuer: String,
     pub subject: String,
