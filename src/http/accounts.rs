@@ -5,17 +5,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::{session_id, session_json};
+use super::auth::{SessionList, session_id};
 use super::error::ApiError;
 use super::extract::{AdminCaller, InternalCaller, JsonBody, path_param, subject_param};
 use super::openapi::{Api, Auth, Doc};
 use crate::authn::Secret;
 use crate::model::Capability;
-use crate::model::{AuthentikSub, DisplayName, Email, LocalAccount, UserId, Username};
+use crate::model::{AuthentikSub, DisplayName, Email, LocalAccount, SessionId, UserId, Username};
+use crate::service::ServiceError;
 use crate::service::auth::NewAccount;
 
 pub fn routes() -> Api {
@@ -25,14 +26,17 @@ pub fn routes() -> Api {
             "/admin/accounts",
             get(list_accounts).post(create_account),
             &[
-                Doc::get("List local accounts", Admin(Capability::Admin)),
-                Doc::post("Create a local account (201)", Admin(Capability::Admin)),
+                Doc::get("List local accounts", Admin(Capability::Admin))
+                    .answers::<AccountList>(&[200]),
+                Doc::post("Create a local account (201)", Admin(Capability::Admin))
+                    .takes::<CreateAccount>()
+                    .answers::<Account>(&[201]),
             ],
         )
         .route(
             "/admin/accounts/{username}",
             get(get_account),
-            &[Doc::get("One local account", Admin(Capability::Admin))],
+            &[Doc::get("One local account", Admin(Capability::Admin)).answers::<Account>(&[200])],
         )
         .route(
             "/admin/accounts/{username}/disable",
@@ -40,12 +44,13 @@ pub fn routes() -> Api {
             &[Doc::post(
                 "Disable an account, ending its sessions",
                 Admin(Capability::Admin),
-            )],
+            )
+            .answers_nothing()],
         )
         .route(
             "/admin/accounts/{username}/enable",
             post(enable_account),
-            &[Doc::post("Enable an account", Admin(Capability::Admin))],
+            &[Doc::post("Enable an account", Admin(Capability::Admin)).answers_nothing()],
         )
         .route(
             "/admin/accounts/{username}/password",
@@ -53,31 +58,32 @@ pub fn routes() -> Api {
             &[Doc::post(
                 "Reset a password (changed at next login)",
                 Admin(Capability::Admin),
-            )],
+            )
+            .takes::<ResetPassword>()
+            .answers_nothing()],
         )
         .route(
             "/admin/accounts/{username}/totp/reset",
             post(reset_totp),
-            &[Doc::post(
-                "Remove an account's TOTP",
-                Admin(Capability::Admin),
-            )],
+            &[Doc::post("Remove an account's TOTP", Admin(Capability::Admin)).answers_nothing()],
         )
         .route(
             "/admin/users/{authentik_sub}/sessions",
             get(user_sessions).delete(revoke_user_sessions),
             &[
-                Doc::get("A user's active sessions", Admin(Capability::Admin)),
-                Doc::delete("Revoke all of a user's sessions", Admin(Capability::Admin)),
+                Doc::get("A user's active sessions", Admin(Capability::Admin))
+                    .answers::<SessionList>(&[200]),
+                Doc::delete("Revoke all of a user's sessions", Admin(Capability::Admin))
+                    .answers::<Revoked>(&[200]),
             ],
         )
         .route(
             "/admin/users/{authentik_sub}/sessions/{id}",
             delete(revoke_user_session),
-            &[Doc::delete(
-                "Revoke one of a user's sessions",
-                Admin(Capability::Admin),
-            )],
+            &[
+                Doc::delete("Revoke one of a user's sessions", Admin(Capability::Admin))
+                    .answers_nothing(),
+            ],
         )
         .route(
             "/admin/users/{authentik_sub}/identities",
@@ -86,30 +92,88 @@ pub fn routes() -> Api {
                 Doc::get(
                     "A user's identities at identity providers",
                     Admin(Capability::Read),
-                ),
+                )
+                .answers::<IdentityList>(&[200]),
                 Doc::post(
                     "Link an (issuer, subject) identity to the user",
                     Admin(Capability::Admin),
-                ),
+                )
+                .takes::<LinkIdentity>()
+                .answers::<Linked>(&[201, 200]),
             ],
         )
         .route(
             "/internal/sessions/{id}",
             get(session_status),
-            &[Doc::get("Whether a session is still active", Internal)],
+            &[Doc::get("Whether a session is still active", Internal)
+                .answers::<SessionStatus>(&[200])],
         )
 }
 
-fn account_json(account: &LocalAccount) -> Value {
-    json!({
-        "username": account.username,
-        "user_id": account.user_id,
-        "authentik_sub": account.subject,
-        "is_active": account.is_active,
-        "totp_enabled": account.totp_enabled(),
-        "must_change_password": account.must_change_password,
-        "created_at": account.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-    })
+/// A local account, without its secrets.
+#[derive(Serialize, ToSchema)]
+struct Account {
+    username: Username,
+    user_id: UserId,
+    authentik_sub: AuthentikSub,
+    is_active: bool,
+    totp_enabled: bool,
+    must_change_password: bool,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+impl From<&LocalAccount> for Account {
+    fn from(account: &LocalAccount) -> Self {
+        Self {
+            username: account.username.clone(),
+            user_id: account.user_id,
+            authentik_sub: account.subject.clone(),
+            is_active: account.is_active,
+            totp_enabled: account.totp_enabled(),
+            must_change_password: account.must_change_password,
+            created_at: account
+                .created_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct AccountList {
+    accounts: Vec<Account>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Revoked {
+    /// How many sessions were ended.
+    revoked: u64,
+}
+
+/// Whether a session is active; its user and end when it is.
+#[derive(Serialize, ToSchema)]
+struct SessionStatus {
+    sid: SessionId,
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct IdentityList {
+    identities: Vec<crate::store::Identity>,
+}
+
+/// An identity and whether this request linked it (201) or it was linked already (200).
+#[derive(Serialize, ToSchema)]
+struct Linked {
+    issuer: String,
+    subject: String,
+    linked: bool,
 }
 
 fn username(raw: String) -> Result<Username, ApiError> {
@@ -119,31 +183,28 @@ fn username(raw: String) -> Result<Username, ApiError> {
 async fn list_accounts(
     _: AdminCaller,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
-    let accounts: Vec<Value> = state
-        .auth
-        .accounts()
-        .await?
-        .iter()
-        .map(account_json)
-        .collect();
-    Ok(Json(json!({ "accounts": accounts })))
+) -> Result<Json<AccountList>, ApiError> {
+    let accounts = state.auth.accounts().await?;
+    Ok(Json(AccountList {
+        accounts: accounts.iter().map(Account::from).collect(),
+    }))
 }
 
 async fn get_account(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(account_json(
+) -> Result<Json<Account>, ApiError> {
+    Ok(Json(Account::from(
         &state.auth.account(&username(raw)?).await?,
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAccount {
     username: Username,
+    #[schema(value_type = String, format = Password)]
     password: Secret,
     #[serde(default)]
     authentik_sub: Option<AuthentikSub>,
@@ -167,7 +228,7 @@ async fn create_account(
     caller: AdminCaller,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateAccount>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Account>), ApiError> {
     let actor = caller.actor();
     let account = state
         .auth
@@ -182,7 +243,7 @@ async fn create_account(
         })
         .await?;
     tracing::info!(%actor, username = %account.username, "account created");
-    Ok((StatusCode::CREATED, Json(account_json(&account))))
+    Ok((StatusCode::CREATED, Json(Account::from(&account))))
 }
 
 async fn disable_account(
@@ -213,9 +274,10 @@ async fn set_active(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetPassword {
+    #[schema(value_type = String, format = Password)]
     password: Secret,
 }
 
@@ -245,41 +307,35 @@ async fn reset_totp(
 }
 
 async fn user_id(state: &AppState, raw: String) -> Result<UserId, ApiError> {
-    let sub = subject_param(raw)?;
-    state
-        .store
-        .user_by_sub(&sub)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map(|u| u.id)
-        .ok_or_else(|| ApiError::not_found("user_not_found", "no user with this authentik_sub"))
+    Ok(state.directory.user_id_of(&subject_param(raw)?).await?)
 }
 
 async fn user_sessions(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionList>, ApiError> {
     let user = user_id(&state, raw).await?;
     let sessions = state
         .auth
         .sessions()
         .list(user, time::OffsetDateTime::now_utc())
         .await?;
-    let sessions: Vec<Value> = sessions.iter().map(|s| session_json(s, None)).collect();
-    Ok(Json(json!({ "sessions": sessions })))
+    Ok(Json(SessionList::of(&sessions, None)))
 }
 
 async fn revoke_user_sessions(
     caller: AdminCaller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     let actor = caller.actor();
     let user = user_id(&state, raw).await?;
     let revoked = state.auth.sessions().revoke_all(user).await?;
     tracing::info!(%actor, user_id = %user, revoked, "sessions revoked");
-    Ok(Json(json!({ "revoked": revoked })))
+    Ok(Json(Revoked {
+        revoked: revoked as u64,
+    }))
 }
 
 async fn revoke_user_session(
@@ -307,21 +363,22 @@ async fn session_status(
     _: InternalCaller,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionStatus>, ApiError> {
     let id = session_id(id)?;
     let session = state
         .auth
         .sessions()
         .active(id, time::OffsetDateTime::now_utc())
         .await?;
-    Ok(Json(match session {
-        Some(s) => json!({
-            "sid": id,
-            "active": true,
-            "user_id": s.user_id,
-            "expires_at": s.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+    Ok(Json(SessionStatus {
+        sid: id,
+        active: session.is_some(),
+        user_id: session.as_ref().map(|s| s.user_id),
+        expires_at: session.map(|s| {
+            s.expires_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
         }),
-        None => json!({ "sid": id, "active": false }),
     }))
 }
 
@@ -329,17 +386,14 @@ async fn identities(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IdentityList>, ApiError> {
     let user = user_id(&state, raw).await?;
-    let identities = state
-        .store
-        .identities_of(user)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(json!({ "identities": identities })))
+    Ok(Json(IdentityList {
+        identities: state.directory.identities(user).await?,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LinkIdentity {
     issuer: String,
@@ -353,34 +407,21 @@ async fn link_identity(
     State(state): State<AppState>,
     Path(raw): Path<String>,
     JsonBody(body): JsonBody<LinkIdentity>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let field = |name: &str, value: &str| -> Result<(), ApiError> {
-        if value.trim().is_empty() || value.len() > 1024 {
-            Err(ApiError::invalid_field(
-                name,
-                format!("{name} must be 1-1024 characters"),
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    field("issuer", &body.issuer)?;
-    field("subject", &body.subject)?;
+) -> Result<(StatusCode, Json<Linked>), ApiError> {
     let user = user_id(&state, raw).await?;
     let created = match state
-        .store
+        .directory
         .link_identity(&body.issuer, &body.subject, user)
         .await
     {
-        Ok(created) => created,
-        Err(crate::store::StoreError::AlreadyExists(_)) => {
+        Err(ServiceError::Conflict("identity")) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "identity_linked_elsewhere",
                 "this identity belongs to another user",
             ));
         }
-        Err(e) => return Err(ApiError::internal(&e)),
+        other => other?,
     };
     if created {
         tracing::info!(actor = %caller.actor(), user_id = %user, issuer = %body.issuer, subject = %body.subject, "identity linked");
@@ -392,6 +433,10 @@ async fn link_identity(
     };
     Ok((
         status,
-        Json(json!({ "issuer": body.issuer, "subject": body.subject, "linked": created })),
+        Json(Linked {
+            issuer: body.issuer,
+            subject: body.subject,
+            linked: created,
+        }),
     ))
 }

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
@@ -61,7 +61,7 @@ pub fn routes() -> Api {
         .route(
             "/auth/sessions",
             get(my_sessions),
-            &[Doc::get("One's active sessions", Session)],
+            &[Doc::get("One's active sessions", Session).answers::<SessionList>(&[200])],
         )
         .route(
             "/auth/sessions/{id}",
@@ -330,19 +330,51 @@ async fn change_password(
 }
 
 /// A session as its owner or an administrator sees it.
-pub fn session_json(session: &Session, current: Option<SessionId>) -> Value {
-    let mut out = json!({
-        "id": session.id,
-        "created_at": rfc3339(session.created_at),
-        "last_used_at": rfc3339(session.last_used_at),
-        "expires_at": rfc3339(session.expires_at),
-        "ip": session.ip,
-        "user_agent": session.user_agent,
-    });
-    if let Some(current) = current {
-        out["current"] = (current == session.id).into();
+/// A session as its owner or an administrator sees it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Whether it is the caller's own session (only in one's own list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current: Option<bool>,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    id: SessionId,
+    ip: Option<String>,
+    #[schema(format = DateTime)]
+    last_used_at: String,
+    user_agent: Option<String>,
+}
+
+impl SessionView {
+    pub fn of(session: &Session, current: Option<SessionId>) -> Self {
+        Self {
+            created_at: rfc3339(session.created_at),
+            current: current.map(|current| current == session.id),
+            expires_at: rfc3339(session.expires_at),
+            id: session.id,
+            ip: session.ip.clone(),
+            last_used_at: rfc3339(session.last_used_at),
+            user_agent: session.user_agent.clone(),
+        }
     }
-    out
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    sessions: Vec<SessionView>,
+}
+
+impl SessionList {
+    pub fn of(sessions: &[Session], current: Option<SessionId>) -> Self {
+        Self {
+            sessions: sessions
+                .iter()
+                .map(|s| SessionView::of(s, current))
+                .collect(),
+        }
+    }
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -353,17 +385,13 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 async fn my_sessions(
     State(state): State<AppState>,
     SignedIn(principal): SignedIn,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionList>, ApiError> {
     let sessions = state
         .auth
         .sessions()
         .list(principal.user_id, time::OffsetDateTime::now_utc())
         .await?;
-    let sessions: Vec<Value> = sessions
-        .iter()
-        .map(|s| session_json(s, Some(principal.session_id)))
-        .collect();
-    Ok(Json(json!({ "sessions": sessions })))
+    Ok(Json(SessionList::of(&sessions, Some(principal.session_id))))
 }
 
 pub fn session_id(raw: String) -> Result<SessionId, ApiError> {

@@ -518,6 +518,47 @@ impl Directory {
         Ok(self.store.users_page(search, cursor, limit).await?)
     }
 
+    /// The user's id, by subject.
+    pub async fn user_id_of(&self, sub: &AuthentikSub) -> Result<UserId, ServiceError> {
+        self.store
+            .user_by_sub(sub)
+            .await?
+            .map(|u| u.id)
+            .ok_or(ServiceError::NotFound("user"))
+    }
+
+    /// The (issuer, subject) identities linked to a user.
+    pub async fn identities(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<crate::store::Identity>, ServiceError> {
+        Ok(self.store.identities_of(user).await?)
+    }
+
+    /// Links an identity-provider identity to a user, so that its tokens
+    /// open that user; whether it was new. `Conflict("identity")` when it
+    /// belongs to another user.
+    pub async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: UserId,
+    ) -> Result<bool, ServiceError> {
+        for (name, value) in [("issuer", issuer), ("subject", subject)] {
+            if value.trim().is_empty() || value.len() > 1024 {
+                return Err(ServiceError::Invalid(format!(
+                    "{name} must be 1-1024 characters"
+                )));
+            }
+        }
+        match self.store.link_identity(issuer, subject, user).await {
+            Err(crate::store::StoreError::AlreadyExists(_)) => {
+                Err(ServiceError::Conflict("identity"))
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// The roles bound to a rule.
     pub async fn rule_roles(&self, name: &RuleName) -> Result<Vec<RoleName>, ServiceError> {
         Ok(self.store.rule_roles(name).await?)
