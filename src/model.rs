@@ -564,7 +564,7 @@ fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
     matched[path.len()]
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientStatus {
     Active,
@@ -611,6 +611,7 @@ pub enum AssignmentSource {
     Serialize,
     Deserialize,
     clap::ValueEnum,
+    utoipa::ToSchema,
 )]
 pub enum Capability {
     /// Ask for decisions: `/v1/check`, explain, AuthZEN.
@@ -683,7 +684,7 @@ impl fmt::Display for Capability {
 }
 
 /// A system allowed to call the admin routes. Only the hash of its key is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiClient {
     pub client_key: String,
     pub name: ClientName,
@@ -691,15 +692,20 @@ pub struct ApiClient {
     pub api_key_hash: String,
     pub status: ClientStatus,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
     pub allowed_origins: Vec<Origin>,
+    /// Addresses or networks (CIDR).
+    #[schema(value_type = Vec<String>)]
     pub allowed_ips: Vec<ipnet::IpNet>,
     pub allowed_paths: Vec<PathPattern>,
     pub rate_limit_per_minute: Option<u32>,
     pub capabilities: Vec<Capability>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<OffsetDateTime>,
 }
 

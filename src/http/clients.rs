@@ -7,9 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ipnet::IpNet;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
@@ -28,22 +28,27 @@ pub fn routes() -> Api {
             "/admin/clients",
             get(list).post(create),
             &[
-                Doc::get("Every API client", Admin(Capability::Admin)),
+                Doc::get("Every API client", Admin(Capability::Admin))
+                    .answers::<ClientList>(&[200]),
                 Doc::post(
                     "Create a client; its key is in the answer, once (201)",
                     Admin(Capability::Admin),
-                ),
+                )
+                .takes::<Create>()
+                .answers::<Created>(&[201]),
             ],
         )
         .route(
             "/admin/clients/{client_key}",
             get(show).patch(update),
             &[
-                Doc::get("One client", Admin(Capability::Admin)),
+                Doc::get("One client", Admin(Capability::Admin)).answers::<ApiClient>(&[200]),
                 Doc::patch(
                     "Change a client's name, allowlists, expiry or rate limit",
                     Admin(Capability::Admin),
-                ),
+                )
+                .takes::<Settings>()
+                .answers::<ApiClient>(&[200]),
             ],
         )
         .route(
@@ -52,15 +57,16 @@ pub fn routes() -> Api {
             &[Doc::post(
                 "Replace the key; the old one stops working at once",
                 Admin(Capability::Admin),
-            )],
+            )
+            .answers::<NewKey>(&[200])],
         )
         .route(
             "/admin/clients/{client_key}/disable",
             post(disable),
-            &[Doc::post(
-                "Refuse the client's requests",
-                Admin(Capability::Admin),
-            )],
+            &[
+                Doc::post("Refuse the client's requests", Admin(Capability::Admin))
+                    .answers::<ApiClient>(&[200]),
+            ],
         )
         .route(
             "/admin/clients/{client_key}/enable",
@@ -68,12 +74,13 @@ pub fn routes() -> Api {
             &[Doc::post(
                 "Accept the client's requests again",
                 Admin(Capability::Admin),
-            )],
+            )
+            .answers::<ApiClient>(&[200])],
         )
 }
 
 /// Allowlists, expiry and rate limit, as sent; parsed into the model's types.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     name: Option<ClientName>,
@@ -117,7 +124,7 @@ fn expiry(raw: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
     .transpose()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Create {
     name: ClientName,
@@ -125,7 +132,7 @@ struct Create {
     settings: CreateSettings,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 struct CreateSettings {
     #[serde(default)]
     allowed_origins: Vec<String>,
@@ -142,15 +149,37 @@ struct CreateSettings {
     capabilities: Vec<Capability>,
 }
 
-async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "clients": state.client_admin.list().await? })))
+#[derive(Serialize, ToSchema)]
+struct ClientList {
+    clients: Vec<ApiClient>,
+}
+
+/// The new client and its API key: the only time the key is shown.
+#[derive(Serialize, ToSchema)]
+struct Created {
+    client: ApiClient,
+    client_key: String,
+    api_key: String,
+}
+
+/// A rotated client's new API key, shown this once.
+#[derive(Serialize, ToSchema)]
+struct NewKey {
+    client_key: String,
+    api_key: String,
+}
+
+async fn list(_: AdminCaller, State(state): State<AppState>) -> Result<Json<ClientList>, ApiError> {
+    Ok(Json(ClientList {
+        clients: state.client_admin.list().await?,
+    }))
 }
 
 async fn create(
     _: AdminCaller,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<Create>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let s = body.settings;
     let new = NewClient {
         name: body.name,
@@ -165,11 +194,11 @@ async fn create(
     let (client, api_key) = state.client_admin.create(new).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "client": client,
-            "client_key": client.client_key,
-            "api_key": api_key.expose(),
-        })),
+        Json(Created {
+            client_key: client.client_key.clone(),
+            api_key: api_key.expose().to_owned(),
+            client,
+        }),
     ))
 }
 
@@ -217,14 +246,15 @@ async fn rotate(
     _: AdminCaller,
     State(state): State<AppState>,
     Path(client_key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NewKey>, ApiError> {
     let api_key = state
         .client_admin
         .rotate(&client_key, HashAlgorithm::default())
         .await?;
-    Ok(Json(
-        json!({ "client_key": client_key, "api_key": api_key.expose() }),
-    ))
+    Ok(Json(NewKey {
+        client_key,
+        api_key: api_key.expose().to_owned(),
+    }))
 }
 
 async fn set_status(

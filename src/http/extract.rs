@@ -644,11 +644,7 @@ async fn embedded_user(state: &AppState, token: &str) -> Result<User, ApiError> 
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = tokens.open(token, now).map_err(|_| invalid())?;
     let sub = AuthentikSub::parse(claims.sub).map_err(|_| invalid())?;
-    let user = state
-        .store
-        .user_by_sub(&sub)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let user = state.directory.user(&sub).await?;
     let user = user.filter(|u| u.is_active).ok_or_else(invalid)?;
     audit::act_as(Actor::user(user.authentik_sub.as_str()));
     Ok(user)

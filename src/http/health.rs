@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::openapi::{Api, Auth, Doc};
@@ -12,11 +11,19 @@ use crate::service::health::Readiness;
 
 pub fn routes() -> Api {
     Api::new("operations")
-        .route("/healthz", get(healthz), &[Doc::get("Alive", Auth::Public)])
+        .route(
+            "/healthz",
+            get(healthz),
+            &[Doc::get("Alive", Auth::Public).answers::<Alive>(&[200])],
+        )
         .route(
             "/readyz",
             get(readyz),
-            &[Doc::get("Ready: the database answers", Auth::Public)],
+            &[Doc::get(
+                "Ready: the database answers (and Redis, when it holds the sessions); 503 otherwise, with the same body",
+                Auth::Public,
+            )
+            .answers::<Readiness>(&[200, 503])],
         )
         .route(
             "/metrics",
@@ -51,8 +58,13 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
 }
 
 /// Alive: answers without touching anything else.
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+async fn healthz() -> Json<Alive> {
+    Json(Alive { status: "ok" })
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Alive {
+    status: &'static str,
 }
 
 /// Ready: the database answers (and Redis, when it holds the sessions).

@@ -518,6 +518,11 @@ impl Directory {
         Ok(self.store.users_page(search, cursor, limit).await?)
     }
 
+    /// The user with this subject, if any.
+    pub async fn user(&self, sub: &AuthentikSub) -> Result<Option<User>, ServiceError> {
+        Ok(self.store.user_by_sub(sub).await?)
+    }
+
     /// The user's id, by subject.
     pub async fn user_id_of(&self, sub: &AuthentikSub) -> Result<UserId, ServiceError> {
         self.store

@@ -22,7 +22,7 @@ pub struct Health {
 }
 
 /// What `/readyz` answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// `ok`, `degraded` (serving, with stored rows left out of the index)
     /// or `unavailable`.
@@ -39,7 +39,7 @@ pub struct Readiness {
     pub policy: Option<SkippedRows>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SkippedRows {
     pub skipped_rows: u64,
 }
