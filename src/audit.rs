@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 /// The hash the first record links to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ActorKind {
     /// A person signed in to memberd or to the identity provider.
@@ -66,7 +66,7 @@ impl ActorKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Actor {
     pub kind: ActorKind,
     pub id: String,
@@ -184,18 +184,23 @@ impl Event {
 }
 
 /// One stored record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Record {
     pub seq: i64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: OffsetDateTime,
     pub actor: Actor,
     pub action: String,
     pub target: String,
-    /// JSON text, as hashed.
+    /// The state before the change: free-form, whatever the target is
+    /// (stored as the JSON text that was hashed).
     #[serde(serialize_with = "raw_json")]
+    #[schema(value_type = Option<Object>)]
     pub before: Option<String>,
+    /// The state after the change: free-form, as `before`.
     #[serde(serialize_with = "raw_json")]
+    #[schema(value_type = Option<Object>)]
     pub after: Option<String>,
     pub ip: Option<String>,
     pub request_id: Option<String>,

@@ -25,7 +25,8 @@ pub fn routes() -> Api {
             &[Doc::get(
                 "Audit records, newest first, filtered, a page at a time",
                 Auth::Admin(Capability::Admin),
-            )],
+            )
+            .answers::<AuditPage>(&[200])],
         )
         .route(
             "/admin/audit/verify",
@@ -33,7 +34,8 @@ pub fn routes() -> Api {
             &[Doc::get(
                 "Walk the audit hash chain; the first break if any",
                 Auth::Admin(Capability::Admin),
-            )],
+            )
+            .answers::<VerifyResponse>(&[200])],
         )
 }
 
@@ -54,7 +56,7 @@ struct AuditQuery {
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AuditPage {
     records: Vec<Record>,
     /// Pass as `cursor` for older records; absent on the last page.
@@ -102,7 +104,7 @@ async fn list(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct VerifyResponse {
     intact: bool,
     records: Option<i64>,

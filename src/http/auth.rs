@@ -6,8 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
@@ -28,35 +29,37 @@ pub fn routes() -> Api {
         .route(
             "/auth/captcha",
             get(captcha),
-            &[Doc::get("A captcha (PNG as a data URL)", Public)],
+            &[Doc::get("A captcha (PNG as a data URL)", Public).answers::<Captcha>(&[200])],
         )
         .route(
             "/auth/login",
             post(login),
-            &[Doc::post("Sign in with username and password", Public)],
+            &[Doc::post("Sign in with username and password", Public).takes::<LoginBody>()],
         )
         .route(
             "/auth/login/totp",
             post(login_totp),
-            &[Doc::post(
-                "Complete a sign-in with a TOTP or recovery code",
-                Public,
-            )],
+            &[
+                Doc::post("Complete a sign-in with a TOTP or recovery code", Public)
+                    .takes::<TotpLoginBody>(),
+            ],
         )
         .route(
             "/auth/refresh",
             post(refresh),
-            &[Doc::post("Rotate the refresh token for new tokens", Public)],
+            &[Doc::post("Rotate the refresh token for new tokens", Public).takes::<RefreshBody>()],
         )
         .route(
             "/auth/logout",
             post(logout),
-            &[Doc::post("End this session", Session)],
+            &[Doc::post("End this session", Session).answers_nothing()],
         )
         .route(
             "/auth/password",
             post(change_password),
-            &[Doc::post("Change one's password", Session)],
+            &[Doc::post("Change one's password", Session)
+                .takes::<PasswordChange>()
+                .answers_nothing()],
         )
         .route(
             "/auth/sessions",
@@ -66,15 +69,15 @@ pub fn routes() -> Api {
         .route(
             "/auth/sessions/{id}",
             delete(revoke_my_session),
-            &[Doc::delete("Revoke one of one's sessions", Session)],
+            &[Doc::delete("Revoke one of one's sessions", Session).answers_nothing()],
         )
         .route(
             "/auth/totp/enroll",
             post(totp_enroll),
-            &[Doc::post(
-                "Start TOTP enrolment (secret and QR code)",
-                Session,
-            )],
+            &[
+                Doc::post("Start TOTP enrolment (secret and QR code)", Session)
+                    .answers::<Enrolment>(&[200]),
+            ],
         )
         .route(
             "/auth/totp/confirm",
@@ -82,14 +85,22 @@ pub fn routes() -> Api {
             &[Doc::post(
                 "Confirm TOTP with the password and a code; recovery codes",
                 Session,
-            )],
+            )
+            .takes::<TotpConfirmBody>()
+            .answers::<RecoveryCodes>(&[200])],
         )
         .route(
             "/auth/totp/disable",
             post(totp_disable),
-            &[Doc::post("Turn TOTP off", Session)],
+            &[Doc::post("Turn TOTP off", Session)
+                .takes::<TotpDisableBody>()
+                .answers_nothing()],
         )
-        .route("/me", get(me), &[Doc::get("Who the caller is", Viewer)])
+        .route(
+            "/me",
+            get(me),
+            &[Doc::get("Who the caller is", Viewer).answers::<Me>(&[200])],
+        )
         .route(
             "/me/permissions/snapshot",
             get(my_snapshot),
@@ -106,15 +117,16 @@ pub fn routes() -> Api {
         .route(
             "/.well-known/openid-configuration",
             get(openid_configuration),
-            &[Doc::get("Where memberd's keys and endpoints are", Public)],
+            &[Doc::get("Where memberd's keys and endpoints are", Public)
+                .answers::<ServerMetadata>(&[200])],
         )
         .route(
             "/.well-known/oauth-authorization-server",
             get(authorization_server_metadata),
-            &[Doc::get(
-                "Where memberd's keys and endpoints are (RFC 8414)",
-                Public,
-            )],
+            &[
+                Doc::get("Where memberd's keys and endpoints are (RFC 8414)", Public)
+                    .answers::<ServerMetadata>(&[200]),
+            ],
         )
 }
 
@@ -122,15 +134,40 @@ async fn captcha(State(state): State<AppState>) -> Result<Response, ApiError> {
     let (captcha_id, image) = state.auth.new_captcha().await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "captcha_id": captcha_id, "image": image })),
+        Json(Captcha { captcha_id, image }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// A captcha: its id, to send back with the answer, and its picture.
+#[derive(Serialize, ToSchema)]
+struct Captcha {
+    captcha_id: String,
+    /// A PNG as a `data:` URL.
+    image: String,
+}
+
+/// A TOTP enrolment, to be confirmed with a code.
+#[derive(Serialize, ToSchema)]
+struct Enrolment {
+    otpauth_uri: String,
+    /// The `otpauth_uri` as a QR code, a PNG as a `data:` URL.
+    qr_png: String,
+    /// The shared secret, in base32.
+    secret: String,
+}
+
+/// Ten codes, each good once in place of a TOTP code; shown this once.
+#[derive(Serialize, ToSchema)]
+struct RecoveryCodes {
+    recovery_codes: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     username: String,
+    #[schema(value_type = String, format = Password)]
     password: Secret,
     #[serde(default)]
     captcha_id: Option<String>,
@@ -162,9 +199,10 @@ async fn login(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TotpLoginBody {
+    #[schema(value_type = String)]
     mfa_token: Secret,
     code: String,
     #[serde(default)]
@@ -183,10 +221,12 @@ async fn login_totp(
     Ok(token_response(&state, tokens, body.use_cookies))
 }
 
-#[derive(Deserialize)]
+/// Without `refresh_token`, the refresh cookie is used (with `X-CSRF-Token`).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     refresh_token: Option<Secret>,
     #[serde(default)]
     use_cookies: bool,
@@ -310,10 +350,12 @@ async fn logout(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordChange {
+    #[schema(value_type = String, format = Password)]
     current_password: Secret,
+    #[schema(value_type = String, format = Password)]
     new_password: Secret,
 }
 
@@ -426,19 +468,20 @@ async fn totp_enroll(
     let enrolment = state.auth.totp_enroll(&principal).await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({
-            "secret": enrolment.secret,
-            "otpauth_uri": enrolment.otpauth_uri,
-            "qr_png": enrolment.qr_png,
-        })),
+        Json(Enrolment {
+            otpauth_uri: enrolment.otpauth_uri,
+            qr_png: enrolment.qr_png,
+            secret: enrolment.secret,
+        }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TotpConfirmBody {
     /// The account's password: a stolen session alone cannot bind a second factor.
+    #[schema(value_type = String, format = Password)]
     password: Secret,
     code: String,
 }
@@ -454,14 +497,17 @@ async fn totp_confirm(
         .await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "recovery_codes": codes })),
+        Json(RecoveryCodes {
+            recovery_codes: codes,
+        }),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TotpDisableBody {
+    #[schema(value_type = String, format = Password)]
     password: Secret,
     code: String,
 }
@@ -484,7 +530,7 @@ async fn totp_disable(
 /// with `sub` (the `authentik_sub`) as a userinfo endpoint answers it, and
 /// also under `user`, where callers written against earlier versions read
 /// them; a memberd session adds its details beside them.
-#[derive(serde::Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Me {
     authenticated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -495,7 +541,8 @@ struct Me {
     session: Option<SessionDetails>,
 }
 
-#[derive(serde::Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = MeIdentity)]
 struct Identity {
     sub: crate::model::AuthentikSub,
     authentik_sub: crate::model::AuthentikSub,
@@ -518,7 +565,7 @@ impl From<crate::model::User> for Identity {
     }
 }
 
-#[derive(serde::Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionDetails {
     session_id: crate::model::SessionId,
     roles: Vec<String>,
@@ -595,7 +642,7 @@ async fn jwks(State(state): State<AppState>) -> Response {
 /// nothing memberd does not serve: memberd signs its own operators in
 /// through `/auth/*` (not an OAuth authorization or token endpoint), so no
 /// endpoint, grant or response type of those is listed.
-#[derive(serde::Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ServerMetadata {
     issuer: String,
     jwks_uri: String,
