@@ -78,21 +78,9 @@ async fn a_redis_outage_answers_503_at_once_and_recovers_by_itself() {
     else {
         return;
     };
-    let admin = app.create_client().await;
-    let created = app
-        .admin(&admin, "/admin/accounts")
-        .json(&json!({"username": "rita", "password": PASSWORD, "must_change_password": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let login = || {
-        app.http
-            .post(app.url("/auth/login"))
-            .json(&json!({"username": "rita", "password": PASSWORD}))
-            .send()
-    };
-    let tokens: Value = login().await.unwrap().json().await.unwrap();
+    app.create_account("rita", PASSWORD).await;
+    let login = || app.login("rita", PASSWORD);
+    let tokens: Value = login().await.json().await.unwrap();
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let me = || app.http.get(app.url("/me")).bearer_auth(&access).send();
     assert_eq!(me().await.unwrap().status(), StatusCode::OK);
@@ -111,7 +99,7 @@ async fn a_redis_outage_answers_503_at_once_and_recovers_by_itself() {
         );
     }
     let started = Instant::now();
-    let r = login().await.unwrap();
+    let r = login().await;
     assert_eq!(
         r.status(),
         StatusCode::SERVICE_UNAVAILABLE,
@@ -141,7 +129,7 @@ async fn a_redis_outage_answers_503_at_once_and_recovers_by_itself() {
     let _redis = Redis::start(port).expect("redis-server starts again");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = login().await.unwrap();
+        let r = login().await;
         if r.status() == StatusCode::OK {
             break;
         }

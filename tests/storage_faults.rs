@@ -84,20 +84,8 @@ async fn a_full_disk_answers_503_and_writes_recover_once_space_is_freed() {
     settings.bind = "127.0.0.1:0".parse().unwrap();
     settings.internal_secrets = vec![Secret::new(INTERNAL_SECRET)];
     let app = spawn_on(db, settings).await;
-    let admin = app.create_client().await;
-    let created = app
-        .admin(&admin, "/admin/accounts")
-        .json(&json!({"username": "rita", "password": PASSWORD, "must_change_password": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let login = || {
-        app.http
-            .post(app.url("/auth/login"))
-            .json(&json!({"username": "rita", "password": PASSWORD}))
-            .send()
-    };
+    app.create_account("rita", PASSWORD).await;
+    let login = || app.login("rita", PASSWORD);
 
     let mut n = 0;
     for _ in 0..10 {
@@ -135,7 +123,7 @@ async fn a_full_disk_answers_503_and_writes_recover_once_space_is_freed() {
     );
     // A login, which writes, is refused at once rather than hanging on a lock.
     let started = Instant::now();
-    let r = login().await.unwrap();
+    let r = login().await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(r).await, "storage_unavailable");
     assert!(
@@ -168,7 +156,7 @@ async fn a_full_disk_answers_503_and_writes_recover_once_space_is_freed() {
         StatusCode::OK
     );
     let started = Instant::now();
-    assert_eq!(login().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(login().await.status(), StatusCode::OK);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",

@@ -65,24 +65,8 @@ async fn pyjwt_jose_and_oauth4webapi_verify_an_access_token_found_through_discov
     let Some(app) = spawn_app(Backend::Sqlite).await else {
         return;
     };
-    let admin = app.create_client().await;
-    let created = app
-        .admin(&admin, "/admin/accounts")
-        .json(&json!({"username": "rita", "password": PASSWORD, "must_change_password": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let tokens: Value = app
-        .http
-        .post(app.url("/auth/login"))
-        .json(&json!({"username": "rita", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    app.create_account("rita", PASSWORD).await;
+    let tokens: Value = app.login("rita", PASSWORD).await.json().await.unwrap();
     let token = tokens["access_token"].as_str().unwrap();
     let metadata: Value = app
         .http

@@ -253,6 +253,30 @@ impl TestApp {
             .header("X-API-Key", &creds.api_key)
     }
 
+    /// A local account made by an admin API client, its password final.
+    pub async fn create_account(&self, username: &str, password: &str) {
+        let admin = self.create_client().await;
+        let created = self
+            .admin(&admin, "/admin/accounts")
+            .json(&serde_json::json!({
+                "username": username, "password": password, "must_change_password": false,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    }
+
+    /// `POST /auth/login`.
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/auth/login"))
+            .json(&serde_json::json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn upsert(&self, body: serde_json::Value) -> reqwest::Response {
         self.internal(reqwest::Method::POST, "/internal/users/upsert-by-sub")
             .json(&body)
