@@ -7,7 +7,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -34,20 +33,25 @@ pub fn routes() -> Api {
         .route(
             "/auth/login",
             post(login),
-            &[Doc::post("Sign in with username and password", Public).takes::<LoginBody>()],
+            &[Doc::post("Sign in with username and password", Public)
+                .takes::<LoginBody>()
+                .answers::<SignedInAnswer>(&[200])],
         )
         .route(
             "/auth/login/totp",
             post(login_totp),
             &[
                 Doc::post("Complete a sign-in with a TOTP or recovery code", Public)
-                    .takes::<TotpLoginBody>(),
+                    .takes::<TotpLoginBody>()
+                    .answers::<SignedInAnswer>(&[200]),
             ],
         )
         .route(
             "/auth/refresh",
             post(refresh),
-            &[Doc::post("Rotate the refresh token for new tokens", Public).takes::<RefreshBody>()],
+            &[Doc::post("Rotate the refresh token for new tokens", Public)
+                .takes::<RefreshBody>()
+                .answers::<SignedInAnswer>(&[200])],
         )
         .route(
             "/auth/logout",
@@ -104,15 +108,16 @@ pub fn routes() -> Api {
         .route(
             "/me/permissions/snapshot",
             get(my_snapshot),
-            &[Doc::get("The caller's own permission snapshot", Viewer)],
+            &[Doc::get("The caller's own permission snapshot", Viewer)
+                .answers::<super::internal::Snapshot>(&[200])],
         )
         .route(
             "/.well-known/jwks.json",
             get(jwks),
-            &[Doc::get(
-                "The keys that verify memberd's access tokens",
-                Public,
-            )],
+            &[
+                Doc::get("The keys that verify memberd's access tokens", Public)
+                    .answers::<Jwks>(&[200]),
+            ],
         )
         .route(
             "/.well-known/openid-configuration",
@@ -193,7 +198,10 @@ async fn login(
         LoginOutcome::Tokens(tokens) => Ok(token_response(&state, tokens, body.use_cookies)),
         LoginOutcome::MfaRequired { mfa_token } => Ok((
             [(header::CACHE_CONTROL, "no-store")],
-            Json(json!({ "mfa_required": true, "mfa_token": mfa_token.expose() })),
+            Json(MfaRequired {
+                mfa_required: true,
+                mfa_token: mfa_token.expose().to_owned(),
+            }),
         )
             .into_response()),
     }
@@ -272,6 +280,36 @@ fn set_cookie(
     }
 }
 
+/// Signed in with `use_cookies`: the tokens are in `HttpOnly` cookies, and
+/// the CSRF token every change must carry is here (and in `memberd_csrf`).
+#[derive(Serialize, ToSchema)]
+struct CookieSession {
+    /// `cookie`.
+    token_type: &'static str,
+    expires_in: u64,
+    csrf_token: String,
+    password_change_required: bool,
+}
+
+/// The password was right; the second factor is next (`/auth/login/totp`).
+#[derive(Serialize, ToSchema)]
+struct MfaRequired {
+    mfa_required: bool,
+    mfa_token: String,
+}
+
+/// What a sign-in or a refresh answers: tokens, or cookies and a CSRF
+/// token (`use_cookies`), or, for a password sign-in with TOTP on, the
+/// second step.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // A description only: each handler answers one of these types.
+enum SignedInAnswer {
+    Tokens(TokenResponse),
+    Cookies(CookieSession),
+    Mfa(MfaRequired),
+}
+
 /// Tokens in the body (the OAuth 2.0 token response), or as cookies with a
 /// CSRF token in the body for the browser console.
 fn token_response(state: &AppState, tokens: TokenResponse, cookies: bool) -> Response {
@@ -286,12 +324,12 @@ fn token_response(state: &AppState, tokens: TokenResponse, cookies: bool) -> Res
     let settings = state.auth.settings();
     let mut response = (
         no_store,
-        Json(json!({
-            "token_type": "cookie",
-            "expires_in": tokens.expires_in,
-            "csrf_token": csrf.expose(),
-            "password_change_required": tokens.password_change_required,
-        })),
+        Json(CookieSession {
+            token_type: "cookie",
+            expires_in: tokens.expires_in,
+            csrf_token: csrf.expose().to_owned(),
+            password_change_required: tokens.password_change_required,
+        }),
     )
         .into_response();
     let access_age = settings.access_ttl.as_secs();
@@ -627,6 +665,30 @@ async fn my_snapshot(
     let snapshot = state.engine.snapshot(&Subject::Id(user_id))?;
     crate::metrics::snapshot();
     super::internal::snapshot_response(&snapshot, &headers)
+}
+
+/// A JSON Web Key Set (RFC 7517) of Ed25519 public keys (RFC 8037).
+#[derive(ToSchema)]
+#[allow(dead_code)] // A description only: the key ring writes the set.
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Jwk {
+    /// `OKP`.
+    kty: String,
+    /// `Ed25519`.
+    crv: String,
+    /// `EdDSA`.
+    alg: String,
+    /// `sig`.
+    #[schema(rename = "use")]
+    use_: String,
+    kid: String,
+    /// The public key, base64url without padding.
+    x: String,
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {

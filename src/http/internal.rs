@@ -111,7 +111,7 @@ pub fn snapshot_response(
 /// how it is written).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-struct Snapshot {
+pub(super) struct Snapshot {
     authentik_sub: String,
     user_id: UserId,
     is_active: bool,

@@ -163,7 +163,7 @@ pub struct ClientInfo {
 }
 
 /// The OAuth 2.0 token response (RFC 6749 §5.1).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
