@@ -456,6 +456,18 @@ async fn a_linked_identity_opens_the_same_user() {
         .unwrap();
     assert_eq!(taken.status(), StatusCode::CONFLICT);
     assert_eq!(error_code(taken).await, "identity_linked_elsewhere");
+    // An empty issuer is refused, naming the field.
+    let empty = f
+        .app
+        .admin(&creds, "/admin/users/ada/identities")
+        .json(&json!({"issuer": " ", "subject": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = empty.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_field", "{body}");
+    assert_eq!(body["error"]["field"], "issuer", "{body}");
     let listed: Value = f
         .app
         .http

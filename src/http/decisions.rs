@@ -48,7 +48,8 @@ pub fn routes() -> Api {
             &[Doc::get(
                 "A decision with every grant that contributed and who made it",
                 Auth::Decision,
-            )],
+            )
+            .answers::<ExplainResponse>(&[200])],
         )
 }
 
@@ -210,13 +211,37 @@ struct ExplainQuery {
     action: Action,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ExplainResponse {
     allowed: bool,
     is_active: bool,
+    /// Why: `allowed`, `denied` (a deny matched), `no_matching_allow`, `inactive_user`.
     reason: &'static str,
+    #[schema(value_type = Vec<Contributed>)]
     contributions: Vec<ExplainedContribution>,
     revision: Revision,
+}
+
+/// One grant or role permission that matched, as [`ExplainedContribution`]
+/// writes it (the engine's `Contribution` with who made it).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // A description only.
+struct Contributed {
+    effect: crate::model::Effect,
+    scope_type: String,
+    scope_id: String,
+    module: String,
+    action: String,
+    /// `direct` (a grant to the user) or `role`.
+    source: String,
+    /// A direct grant's id.
+    grant_id: Option<Uuid>,
+    /// A role's chain, from the role held to the role holding the permission.
+    chain: Option<Vec<String>>,
+    assigned_scope_type: Option<String>,
+    assigned_scope_id: Option<String>,
+    /// Who made the grant (or the role assignment) and when.
+    granted: Option<GrantedBy>,
 }
 
 #[derive(Serialize)]
@@ -229,10 +254,11 @@ struct ExplainedContribution {
     granted: Option<GrantedBy>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct GrantedBy {
     audit_seq: i64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     at: time::OffsetDateTime,
     actor: crate::audit::Actor,
     action: String,

@@ -127,6 +127,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(message) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
             }
+            ServiceError::InvalidField { field, message } => Self::invalid_field(field, message),
             ServiceError::Forbidden(message) => {
                 Self::new(StatusCode::FORBIDDEN, "forbidden", message)
             }

@@ -549,11 +549,12 @@ impl Directory {
         subject: &str,
         user: UserId,
     ) -> Result<bool, ServiceError> {
-        for (name, value) in [("issuer", issuer), ("subject", subject)] {
+        for (field, value) in [("issuer", issuer), ("subject", subject)] {
             if value.trim().is_empty() || value.len() > 1024 {
-                return Err(ServiceError::Invalid(format!(
-                    "{name} must be 1-1024 characters"
-                )));
+                return Err(ServiceError::InvalidField {
+                    field,
+                    message: format!("{field} must be 1-1024 characters"),
+                });
             }
         }
         match self.store.link_identity(issuer, subject, user).await {

@@ -24,6 +24,12 @@ pub enum ServiceError {
     Conflict(&'static str),
     #[error("{0}")]
     Invalid(String),
+    /// One field of the request is at fault.
+    #[error("{field}: {message}")]
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
     /// A module or action the strict catalog does not declare.
     #[error("{0}")]
     Undeclared(String),
