@@ -234,12 +234,8 @@ impl Record {
             self.revision,
             self.prev_hash,
         ]);
-        hex(&Sha256::digest(canonical.to_string().as_bytes()))
+        crate::authn::api_key::hex(&Sha256::digest(canonical.to_string().as_bytes()))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where the chain first fails to hold.

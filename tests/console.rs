@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{Backend, spawn_app};
-use memberd::authn::totp::{Totp, TotpSecret, base32_decode};
+use memberd::authn::totp::{Totp, TotpSecret};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -287,7 +287,11 @@ impl Drop for Browser {
 }
 
 fn totp_code(secret: &str, offset: u64) -> String {
-    let secret = TotpSecret::from_bytes(base32_decode(secret).unwrap());
+    let secret = TotpSecret::from_bytes(
+        data_encoding::BASE32_NOPAD
+            .decode(secret.as_bytes())
+            .unwrap(),
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

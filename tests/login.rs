@@ -8,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Backend, Credentials, TestApp, error_code, spawn_app_with};
-use memberd::authn::totp::{Totp, TotpSecret, base32_decode};
+use memberd::authn::totp::{Totp, TotpSecret};
 use memberd::config::Settings;
 use memberd::service::auth::CaptchaMode;
 use reqwest::{Method, StatusCode};
@@ -207,8 +207,11 @@ async fn enrol_totp(f: &Fixture, tokens: &Value) -> (TotpSecret, Vec<String>) {
         .json()
         .await
         .unwrap();
-    let secret =
-        TotpSecret::from_bytes(base32_decode(enrolment["secret"].as_str().unwrap()).unwrap());
+    let secret = TotpSecret::from_bytes(
+        data_encoding::BASE32_NOPAD
+            .decode(enrolment["secret"].as_str().unwrap().as_bytes())
+            .unwrap(),
+    );
     let uri = enrolment["otpauth_uri"].as_str().unwrap();
     assert!(uri.starts_with("otpauth://totp/memberd:"), "{uri}");
     assert!(
@@ -520,7 +523,7 @@ async fn turning_totp_on_takes_the_password(kind) {
     let tokens = f.tokens("quin").await;
     let enrolment: Value = f.bearer(Method::POST, "/auth/totp/enroll", &tokens)
         .send().await.unwrap().json().await.unwrap();
-    let secret = TotpSecret::from_bytes(base32_decode(enrolment["secret"].as_str().unwrap()).unwrap());
+    let secret = TotpSecret::from_bytes(data_encoding::BASE32_NOPAD.decode(enrolment["secret"].as_str().unwrap().as_bytes()).unwrap());
     let code = Totp::default().code_at(&secret, now());
     let without = f.bearer(Method::POST, "/auth/totp/confirm", &tokens)
         .json(&json!({"code": code})).send().await.unwrap();

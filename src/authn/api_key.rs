@@ -4,7 +4,6 @@
 //! Hashing and verifying run on the shared hashing pool (`authn::hashing`),
 //! which alone holds argon2's work memory.
 
-use std::fmt::Write as _;
 use std::str::FromStr;
 
 use rand::Rng;
@@ -71,13 +70,9 @@ pub fn generate_api_key() -> Secret {
     Secret::new(format!("{API_KEY_PREFIX}{}", random_alphanumeric(43)))
 }
 
+/// Lower-case hexadecimal, as SHA-256 digests are stored.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 pub fn sha256_hash(key: &Secret) -> String {
