@@ -274,7 +274,7 @@ impl Application {
             .map(|a| Authentik::new(a, directory.clone()));
         let state = AppState {
             audit_log: AuditLog::new(store.clone()),
-            health: Health::new(store.clone(), engine.clone(), redis.clone(), oidc.clone()),
+            health: Health::new(store.clone(), engine.clone(), redis, oidc.clone()),
             limits: limits.clone(),
             authentik,
             oidc,
@@ -290,7 +290,6 @@ impl Application {
             .with_limits(limits.clone()),
             client_admin: ClientAdmin::new(store.clone(), hashes),
             internal_secrets: Arc::new(internal_secrets),
-            redis,
             settings: Arc::new(settings),
             store,
         };

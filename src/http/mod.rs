@@ -96,8 +96,6 @@ pub struct AppState {
     pub authentik: Option<Authentik>,
     /// Request rates (per address on `/auth/*`), in memory or Redis.
     pub limits: Limits,
-    /// Redis, when configured: `/readyz` asks it.
-    pub redis: Option<crate::redis_link::RedisLink>,
 }
 
 pub fn router(state: AppState) -> Router {
