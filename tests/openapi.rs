@@ -114,15 +114,7 @@ async fn each_operation_asks_for_the_capability_it_declares() {
     let Some(app) = spawn_app(Backend::Sqlite).await else {
         return;
     };
-    let spec: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = app.get_json("/openapi.json").await;
     let mut clients = std::collections::HashMap::new();
     for capability in Capability::ALL {
         let only = app
@@ -218,15 +210,7 @@ async fn the_walkthroughs_operations_are_typed_and_every_reference_resolves() {
     let Some(app) = spawn_app(Backend::Sqlite).await else {
         return;
     };
-    let spec: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = app.get_json("/openapi.json").await;
     let typed = [
         (
             "/internal/users/upsert-by-sub",

@@ -68,15 +68,9 @@ async fn pyjwt_jose_and_oauth4webapi_verify_an_access_token_found_through_discov
     app.create_account("rita", PASSWORD).await;
     let tokens: Value = app.login("rita", PASSWORD).await.json().await.unwrap();
     let token = tokens["access_token"].as_str().unwrap();
-    let metadata: Value = app
-        .http
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     let issuer = metadata["issuer"].as_str().unwrap().to_owned();
 
     let python = python.unwrap();
@@ -104,15 +98,7 @@ async fn discovery_lists_only_what_memberd_serves() {
         "/.well-known/openid-configuration",
         "/.well-known/oauth-authorization-server",
     ] {
-        let document: Value = app
-            .http
-            .get(app.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let document = app.get_json(path).await;
         assert_eq!(document["response_types_supported"], json!([]), "{path}");
         for endpoint in ["authorization_endpoint", "token_endpoint"] {
             assert!(document.get(endpoint).is_none(), "{path} lists {endpoint}");

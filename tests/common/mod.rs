@@ -267,6 +267,18 @@ impl TestApp {
         assert_eq!(created.status(), reqwest::StatusCode::CREATED);
     }
 
+    /// The JSON body `GET path` answers, whatever its status.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// `POST /auth/login`.
     pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
         self.http
