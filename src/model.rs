@@ -30,7 +30,7 @@ fn is_printable(s: &str, max: usize) -> bool {
 /// Declares a string newtype that can only be built through its parser and
 /// (de)serialises through it, so serde reports a bad value at its field.
 macro_rules! string_type {
-    ($(#[$meta:meta])* $name:ident, $what:literal, $valid:expr) => {
+    ($(#[$meta:meta])* $name:ident, $what:literal, pattern: $pattern:literal, max: $max:expr, $valid:expr) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -71,14 +71,26 @@ macro_rules! string_type {
             }
         }
 
-        /// A string, with what it must look like as its description.
+        /// A string, with what it must look like as its description and,
+        /// for clients and fuzzers, as a pattern the parser agrees with
+        /// (a test in this module holds the two together).
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
                     .description(Some($what))
+                    .pattern(Some($pattern))
+                    .max_length(Some($max))
                     .into()
             }
+        }
+
+        impl $name {
+            /// The pattern the description gives.
+            #[cfg(test)]
+            pub(crate) const PATTERN: &'static str = $pattern;
+            #[cfg(test)]
+            pub(crate) const MAX_CHARS: usize = $max;
         }
 
         impl utoipa::ToSchema for $name {}
@@ -89,6 +101,8 @@ string_type!(
     /// The identity provider's subject: the key other systems know a user by.
     AuthentikSub,
     "authentik_sub (1-255 printable characters)",
+    pattern: r"^[^\s\u0000-\u001f\u007f-\u009f]([^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f])?$",
+    max: 255,
     |s| is_printable(s, 255) && s.trim() == s
 );
 impl AuthentikSub {
@@ -105,13 +119,15 @@ pub const LOCAL_SUBJECT_PREFIX: &str = "local:";
 /// lower-cased when parsed, so `Alice` and `alice` are one account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String)]
+#[schema(value_type = String, pattern = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$", max_length = 64)]
 pub struct Username(String);
 
 impl Username {
     /// 1-64 of letters, digits and `.`, `_`, `-`, `@`, starting with a letter or digit.
     pub fn parse(value: impl Into<String>) -> Result<Self, ParseError> {
-        let value = value.into().to_lowercase();
+        // ASCII only: a letter such as the Kelvin sign lower-cases into ASCII
+        // and would name someone else's account.
+        let value = value.into().to_ascii_lowercase();
         let bytes = value.as_bytes();
         let valid = matches!(bytes.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
             && bytes.len() <= 64
@@ -163,12 +179,16 @@ string_type!(
     /// What kind of thing a scope is (`org`, `project`, `site`...).
     ScopeType,
     "scope_type (expected [a-z][a-z0-9_.:-]{0,63})",
+    pattern: r"^[a-z][a-z0-9_.:-]{0,63}$",
+    max: 64,
     is_identifier
 );
 string_type!(
     /// Which instance of the scope type; `*` means every one.
     ScopeId,
     "scope_id (1-128 printable characters, or *)",
+    pattern: r"^[^\u0000-\u001f\u007f-\u009f]+$",
+    max: 128,
     |s| is_printable(s, 128)
 );
 string_type!(
@@ -177,12 +197,16 @@ string_type!(
     /// `authz::pattern` for the syntax: everything else is literal).
     Module,
     "module (expected [a-z][a-z0-9_.:-]{0,63}, or a path starting with / of at most 256 characters)",
+    pattern: r"^([a-z][a-z0-9_.:-]{0,63}|/[^\s\u0000-\u001f\u007f-\u009f]*)$",
+    max: 256,
     |s| is_identifier(s) || is_path(s)
 );
 
 /// A request path as a module: `/`, then printable characters without spaces.
 fn is_path(s: &str) -> bool {
-    s.starts_with('/') && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+    s.starts_with('/')
+        && s.chars().count() <= 256
+        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 impl Module {
@@ -196,13 +220,17 @@ string_type!(
     /// allowed so that HTTP methods (`GET`) from Casbin policies fit.
     Action,
     "action (expected [A-Za-z][A-Za-z0-9_.:-]{0,63} or *)",
+    pattern: r"^(\*|[A-Za-z][A-Za-z0-9_.:-]{0,63})$",
+    max: 64,
     |s| s == "*" || is_identifier(&s.to_ascii_lowercase())
 );
 string_type!(
     Email,
     "email (an address with one @, at most 254 characters)",
+    pattern: r"^[^\s\u0000-\u001f\u007f-\u009f@]+@[^\s\u0000-\u001f\u007f-\u009f@]+$",
+    max: 254,
     |s| {
-        s.len() <= 254
+        s.chars().count() <= 254
             && !s.chars().any(|c| c.is_control() || c.is_whitespace())
             && matches!(s.split_once('@'), Some((local, domain))
                 if !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
@@ -211,12 +239,16 @@ string_type!(
 string_type!(
     DisplayName,
     "display_name (1-200 printable characters)",
+    pattern: r"^[^\u0000-\u001f\u007f-\u009f]+$",
+    max: 200,
     |s| is_printable(s, 200)
 );
 string_type!(
     /// A human name for an API client, shown in listings.
     ClientName,
     "name (1-100 printable characters)",
+    pattern: r"^[^\s\u0000-\u001f\u007f-\u009f]([^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f])?$",
+    max: 100,
     |s| is_printable(s, 100) && s.trim() == s
 );
 
@@ -225,6 +257,8 @@ string_type!(
     /// characters, lines and tabs allowed, no other control characters.
     Description,
     "description (at most 1000 characters, no control characters but newlines and tabs)",
+    pattern: r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$",
+    max: 1000,
     |s| s.chars().count() <= 1000 && !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
 );
 
@@ -238,6 +272,8 @@ string_type!(
     /// A role's unique name.
     RoleName,
     "role name (1-64 characters: letters, digits, _ . : @ -, starting with a letter or digit)",
+    pattern: r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$",
+    max: 64,
     |s| {
         s.len() <= 64
             && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
@@ -291,6 +327,8 @@ impl Effect {
 )]
 #[serde(try_from = "ScopeFields")]
 pub struct Scope {
+    /// A scope type, or `*` (with scope_id `*`): everywhere.
+    #[schema(pattern = r"^(\*|[a-z][a-z0-9_.:-]{0,63})$", max_length = 64)]
     pub scope_type: String,
     pub scope_id: ScopeId,
 }
@@ -437,6 +475,18 @@ pub struct Permission {
     pub action: Action,
 }
 
+/// A permission as the index holds it, where a role held everywhere
+/// gives `*` as its scope type.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct EffectivePermission {
+    #[schema(value_type = String, pattern = r"^(\*|[a-z][a-z0-9_.:-]{0,63})$", max_length = 64)]
+    scope_type: String,
+    scope_id: ScopeId,
+    module: Module,
+    action: Action,
+}
+
 /// A permission granted directly to one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Grant {
@@ -504,6 +554,8 @@ string_type!(
     /// An allowed request `Origin`: `scheme://host[:port]`, compared exactly.
     Origin,
     "origin (expected scheme://host[:port], e.g. https://admin.example.org)",
+    pattern: r"^[a-z+.-]+://[a-z0-9.:\[\]-]+$",
+    max: 255,
     |s| {
         s.len() <= 255
             && s.split_once("://").is_some_and(|(scheme, rest)| {
@@ -527,7 +579,9 @@ string_type!(
     /// A request path pattern: `*` matches within one segment, `**` across segments.
     PathPattern,
     "path pattern (starts with /, at most 256 characters, no spaces)",
-    |s| s.starts_with('/') && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+    pattern: r"^/[^\s\u0000-\u001f\u007f-\u009f]*$",
+    max: 256,
+    is_path
 );
 
 impl PathPattern {
@@ -722,6 +776,72 @@ impl ApiClient {
 mod tests {
     use super::*;
 
+    /// Strings near and far from every grammar: ASCII, spaces, controls,
+    /// letters beyond ASCII, lengths past every limit.
+    fn candidates() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let chars = prop_oneof![
+            8 => proptest::char::range('a', 'z'),
+            2 => proptest::char::range('A', 'Z'),
+            2 => proptest::char::range('0', '9'),
+            3 => proptest::sample::select(vec!['*', '/', ':', '.', '_', '-', '@', '[', ']', '+', ' ', '\t', '\n', '\u{0}', '\u{7f}', '\u{85}', '\u{a0}', '\u{212a}', 'é', '\u{2003}']),
+        ];
+        let limits = vec![
+            0, 1, 2, 61, 62, 63, 64, 65, 98, 99, 100, 101, 126, 127, 128, 129,
+        ];
+        let limits = [
+            limits,
+            vec![
+                198, 199, 200, 201, 252, 253, 254, 255, 256, 257, 999, 1000, 1001,
+            ],
+        ];
+        prop_oneof![
+            proptest::collection::vec(chars.clone(), 0..12).prop_map(|c| c.into_iter().collect()),
+            proptest::collection::vec(chars.clone(), 60..300).prop_map(|c| c.into_iter().collect()),
+            // At and around every length limit.
+            (
+                proptest::sample::select(vec!["", "/", "a", "A", "x@"]),
+                proptest::sample::select(limits.concat()),
+                chars,
+            )
+                .prop_map(|(head, n, last)| format!("{head}{}{last}", "a".repeat(n))),
+        ]
+    }
+
+    macro_rules! agrees {
+        ($test:ident, $name:ident) => {
+            proptest::proptest! {
+                /// The description's pattern and length say what the parser takes.
+                #[test]
+                fn $test(s in candidates()) {
+                    let pattern = regex::Regex::new($name::PATTERN).unwrap();
+                    let described = pattern.is_match(&s) && s.chars().count() <= $name::MAX_CHARS;
+                    proptest::prop_assert_eq!($name::parse(s.clone()).is_ok(), described, "{:?}", s);
+                }
+            }
+        };
+    }
+    agrees!(authentik_sub_pattern, AuthentikSub);
+    agrees!(scope_type_pattern, ScopeType);
+    agrees!(scope_id_pattern, ScopeId);
+    agrees!(module_pattern, Module);
+    agrees!(action_pattern, Action);
+    agrees!(email_pattern, Email);
+    agrees!(display_name_pattern, DisplayName);
+    agrees!(client_name_pattern, ClientName);
+    agrees!(description_pattern, Description);
+    agrees!(role_name_pattern, RoleName);
+    agrees!(origin_pattern, Origin);
+    agrees!(path_pattern_pattern, PathPattern);
+    agrees!(rule_name_pattern, RuleName);
+    agrees!(rule_text_pattern, RuleText);
+
+    #[test]
+    fn usernames_are_ascii() {
+        assert!(Username::parse("\u{212a}elvin").is_err());
+        assert_eq!(Username::parse("Kelvin").unwrap().as_str(), "kelvin");
+    }
+
     #[test]
     fn identifiers_follow_the_grammar() {
         for ok in ["a", "org", "system:user.list", "x-1_2", &"a".repeat(64)] {
@@ -898,6 +1018,8 @@ string_type!(
     /// A rule's unique name, such as `system:user:list`.
     RuleName,
     "rule name (1-128 characters: letters, digits, _ . : / -, starting with a letter or digit)",
+    pattern: r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$",
+    max: 128,
     |s| {
         s.len() <= 128
             && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
@@ -908,6 +1030,8 @@ string_type!(
     /// What a menu shows: a title, a route path, a component, an icon.
     RuleText,
     "text (1-256 printable characters)",
+    pattern: r"^[^\u0000-\u001f\u007f-\u009f]+$",
+    max: 256,
     |s| is_printable(s, 256)
 );
 

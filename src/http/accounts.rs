@@ -396,7 +396,9 @@ async fn identities(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LinkIdentity {
+    #[schema(pattern = r"\S", min_length = 1, max_length = 1024)]
     issuer: String,
+    #[schema(pattern = r"\S", min_length = 1, max_length = 1024)]
     subject: String,
 }
 

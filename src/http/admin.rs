@@ -29,6 +29,7 @@ pub fn routes() -> Api {
                 "Users, searched by subject, email or name, a page at a time",
                 Auth::Admin(Capability::Read),
             )
+            .query::<UsersQuery>()
             .answers::<UsersPage>(&[200])],
         )
         .route(
@@ -64,6 +65,7 @@ pub fn routes() -> Api {
                 "The menu tree and buttons this user would see",
                 Auth::Admin(Capability::Read),
             )
+            .query::<MenuQuery>()
             .answers::<MenuPreview>(&[200])],
         )
         .route(
@@ -83,7 +85,7 @@ pub fn routes() -> Api {
                 "Revoke a user's permission",
                 Auth::Admin(Capability::GrantsWrite),
             )
-            .takes::<GrantRequest>()
+            .takes::<RevokeRequest>()
             .answers::<RevokeResponse>(&[200])],
         )
 }
@@ -96,12 +98,35 @@ struct GrantRequest {
     scope_id: ScopeId,
     module: Module,
     action: Action,
-    /// Only in grants; a revoke removes the permission whatever its effect.
+    /// `allow` when left out.
     #[serde(default)]
     effect: Option<Effect>,
 }
 
+/// A grant to take back, whatever its effect.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    authentik_sub: AuthentikSub,
+    scope_type: ScopeType,
+    scope_id: ScopeId,
+    module: Module,
+    action: Action,
+}
+
 impl GrantRequest {
+    fn into_parts(self) -> (AuthentikSub, Permission) {
+        let permission = Permission {
+            scope_type: self.scope_type,
+            scope_id: self.scope_id,
+            module: self.module,
+            action: self.action,
+        };
+        (self.authentik_sub, permission)
+    }
+}
+
+impl RevokeRequest {
     fn into_parts(self) -> (AuthentikSub, Permission) {
         let permission = Permission {
             scope_type: self.scope_type,
@@ -155,14 +180,8 @@ struct RevokeResponse {
 async fn revoke(
     caller: AdminCaller,
     State(state): State<AppState>,
-    JsonBody(request): JsonBody<GrantRequest>,
+    JsonBody(request): JsonBody<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    if request.effect.is_some() {
-        return Err(ApiError::invalid_field(
-            "effect",
-            "revoke removes the permission whatever its effect",
-        ));
-    }
     let (sub, permission) = request.into_parts();
     let outcome = state
         .directory
@@ -176,13 +195,15 @@ async fn revoke(
 
 const USERS_PAGE: u32 = 50;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UsersQuery {
     /// Part of a subject, email or display name, in any case.
     q: Option<String>,
     /// `next_cursor` of the page before.
     cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -237,9 +258,9 @@ struct UserDetailResponse {
     grants: Vec<crate::model::Grant>,
     #[schema(value_type = Vec<super::roles::HeldRoleBody>)]
     roles: Vec<crate::authz::index::HeldRole>,
-    #[schema(value_type = Vec<Permission>)]
+    #[schema(value_type = Vec<crate::model::EffectivePermission>)]
     permissions: crate::authz::index::PermissionList,
-    #[schema(value_type = Vec<Permission>)]
+    #[schema(value_type = Vec<crate::model::EffectivePermission>)]
     denied: crate::authz::index::PermissionList,
     account: Option<AccountSummary>,
     identities: Vec<crate::store::Identity>,
@@ -276,7 +297,8 @@ async fn show_user(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct MenuQuery {
     scope_type: Option<ScopeType>,

@@ -26,6 +26,7 @@ pub fn routes() -> Api {
                 "Audit records, newest first, filtered, a page at a time",
                 Auth::Admin(Capability::Admin),
             )
+            .query::<AuditQuery>()
             .answers::<AuditPage>(&[200])],
         )
         .route(
@@ -39,7 +40,8 @@ pub fn routes() -> Api {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     /// The actor's id: an authentik_sub, a client key, `internal`, a CLI user.
@@ -48,11 +50,14 @@ struct AuditQuery {
     target: Option<String>,
     action: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<OffsetDateTime>,
     /// `next_cursor` of the page before.
     cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 

@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::AppState;
@@ -30,38 +30,50 @@ pub fn routes() -> Api {
         .route(
             "/access/v1/evaluation",
             post(evaluation),
-            &[Doc::post("An AuthZEN access evaluation", Auth::Decision)],
+            &[Doc::post("An AuthZEN access evaluation", Auth::Decision)
+                .takes::<SingleEvaluation>()
+                .answers::<EvaluationAnswer>(&[200])],
         )
         .route(
             "/access/v1/evaluations",
             post(evaluations).layer(DefaultBodyLimit::max(BATCH_BODY_BYTES)),
-            &[Doc::post("AuthZEN evaluations in a batch", Auth::Decision)],
+            &[Doc::post("AuthZEN evaluations in a batch", Auth::Decision)
+                .takes::<Batch>()
+                .answers::<BatchAnswer>(&[200])],
         )
         .route(
             "/.well-known/authzen-configuration",
             get(configuration),
-            &[Doc::get("AuthZEN metadata", Auth::Public)],
+            &[Doc::get("AuthZEN metadata", Auth::Public).answers::<Configuration>(&[200])],
         )
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A subject or a resource.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = AuthzenEntity)]
 struct Entity {
     #[serde(rename = "type")]
     kind: String,
     id: String,
+    /// Free-form, as AuthZEN leaves it; memberd reads `module` from a resource's.
     #[serde(default)]
+    #[schema(value_type = Object)]
     properties: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = AuthzenAction)]
 struct ActionBody {
     name: String,
+    /// Free-form; `module` is read here when the resource has none.
     #[serde(default)]
+    #[schema(value_type = Object)]
     properties: Map<String, Value>,
 }
 
 /// One evaluation; in a batch, any part left out comes from the batch's defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = AuthzenEvaluation)]
 struct Evaluation {
     #[serde(default)]
     subject: Option<Entity>,
@@ -69,7 +81,23 @@ struct Evaluation {
     resource: Option<Entity>,
     #[serde(default)]
     action: Option<ActionBody>,
+    /// Free-form; `min_revision` waits for the index as in `/v1/check`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    context: Option<Map<String, Value>>,
+}
+
+/// One evaluation on its own: every part is needed ([`Evaluation`], as
+/// the description shows it alone).
+#[derive(utoipa::ToSchema)]
+#[schema(as = AuthzenSingleEvaluation)]
+#[allow(dead_code)]
+struct SingleEvaluation {
+    subject: Entity,
+    resource: Entity,
+    action: ActionBody,
+    /// Free-form; `min_revision` waits for the index as in `/v1/check`.
+    #[schema(value_type = Option<Object>)]
     context: Option<Map<String, Value>>,
 }
 
@@ -152,32 +180,69 @@ impl Question {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuthzenDecision)]
 struct Decision {
     decision: bool,
+}
+
+/// The index revision a decision was made at.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuthzenDecisionContext)]
+struct DecisionContext {
+    revision: crate::model::Revision,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuthzenEvaluationAnswer)]
+struct EvaluationAnswer {
+    decision: bool,
+    context: DecisionContext,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuthzenBatchAnswer)]
+struct BatchAnswer {
+    evaluations: Vec<Decision>,
+    context: DecisionContext,
 }
 
 async fn evaluation(
     _: DecisionCaller,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<Evaluation>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EvaluationAnswer>, ApiError> {
     let question = body.question()?;
     await_revision(&state, question.min_revision).await?;
     let revision = state.engine.revision();
     let decision = state.engine.check(&question.subject, &question.request());
-    Ok(Json(
-        json!({ "decision": decision, "context": { "revision": revision } }),
-    ))
+    Ok(Json(EvaluationAnswer {
+        decision,
+        context: DecisionContext { revision },
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AuthzenOptions)]
 struct Options {
+    /// `execute_all` when left out.
     #[serde(default)]
-    evaluations_semantic: Option<String>,
+    evaluations_semantic: Option<Semantic>,
 }
 
-#[derive(Deserialize)]
+/// When a batch stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[schema(as = AuthzenSemantic)]
+#[serde(rename_all = "snake_case")]
+enum Semantic {
+    ExecuteAll,
+    DenyOnFirstDeny,
+    PermitOnFirstPermit,
+}
+
+/// Evaluations, with defaults for the parts an item leaves out.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AuthzenBatch)]
 struct Batch {
     #[serde(flatten)]
     defaults: Evaluation,
@@ -191,7 +256,7 @@ async fn evaluations(
     _: DecisionCaller,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<Batch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchAnswer>, ApiError> {
     let items = match body.evaluations {
         // Without `evaluations`, the request is a single evaluation.
         None => vec![Evaluation::default()],
@@ -203,16 +268,10 @@ async fn evaluations(
         }
         Some(items) => items,
     };
-    let stop_at = match body.options.and_then(|o| o.evaluations_semantic).as_deref() {
-        None | Some("execute_all") => None,
-        Some("deny_on_first_deny") => Some(false),
-        Some("permit_on_first_permit") => Some(true),
-        Some(other) => {
-            return Err(ApiError::invalid_field(
-                "options.evaluations_semantic",
-                format!("unknown semantic {other:?}"),
-            ));
-        }
+    let stop_at = match body.options.and_then(|o| o.evaluations_semantic) {
+        None | Some(Semantic::ExecuteAll) => None,
+        Some(Semantic::DenyOnFirstDeny) => Some(false),
+        Some(Semantic::PermitOnFirstPermit) => Some(true),
     };
     let questions = items
         .into_iter()
@@ -232,13 +291,23 @@ async fn evaluations(
             break;
         }
     }
-    Ok(Json(
-        json!({ "evaluations": decisions, "context": { "revision": revision } }),
-    ))
+    Ok(Json(BatchAnswer {
+        evaluations: decisions,
+        context: DecisionContext { revision },
+    }))
 }
 
 /// Where the endpoints are, by the address the caller used (or `MEMBERD_PUBLIC_URL`).
-async fn configuration(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+/// Where a policy enforcement point finds the decision endpoints.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuthzenConfiguration)]
+struct Configuration {
+    policy_decision_point: String,
+    access_evaluation_endpoint: String,
+    access_evaluations_endpoint: String,
+}
+
+async fn configuration(State(state): State<AppState>, headers: HeaderMap) -> Json<Configuration> {
     let base = match &state.settings.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
@@ -249,9 +318,9 @@ async fn configuration(State(state): State<AppState>, headers: HeaderMap) -> Jso
             format!("http://{host}")
         }
     };
-    Json(json!({
-        "policy_decision_point": base,
-        "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
-        "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
-    }))
+    Json(Configuration {
+        access_evaluation_endpoint: format!("{base}/access/v1/evaluation"),
+        access_evaluations_endpoint: format!("{base}/access/v1/evaluations"),
+        policy_decision_point: base,
+    })
 }

@@ -89,6 +89,7 @@ struct Settings {
     allowed_paths: Option<Vec<PathPattern>>,
     /// RFC 3339; `null` for never.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     rate_limit_per_minute: Option<Option<u32>>,
@@ -140,7 +141,9 @@ struct CreateSettings {
     allowed_ips: Vec<String>,
     #[serde(default)]
     allowed_paths: Vec<PathPattern>,
+    /// RFC 3339; never when left out.
     #[serde(default)]
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
     #[serde(default)]
     rate_limit_per_minute: Option<u32>,

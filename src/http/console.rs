@@ -22,22 +22,22 @@ pub fn routes() -> Api {
         .route(
             "/",
             get(|| async { Redirect::to("/console") }),
-            &[Doc::get("Redirects to the console", Auth::Public)],
+            &[Doc::get("Redirects to the console", Auth::Public).redirects()],
         )
         .route(
             "/console",
             get(index),
-            &[Doc::get("The admin console", Auth::Public)],
+            &[Doc::get("The admin console", Auth::Public).answers_text("text/html")],
         )
         .route(
             "/console/app.js",
             get(script),
-            &[Doc::get("The console's script", Auth::Public)],
+            &[Doc::get("The console's script", Auth::Public).answers_text("text/javascript")],
         )
         .route(
             "/console/app.css",
             get(style),
-            &[Doc::get("The console's style sheet", Auth::Public)],
+            &[Doc::get("The console's style sheet", Auth::Public).answers_text("text/css")],
         )
 }
 

@@ -49,6 +49,7 @@ pub fn routes() -> Api {
                 "A decision with every grant that contributed and who made it",
                 Auth::Decision,
             )
+            .query::<ExplainQuery>()
             .answers::<ExplainResponse>(&[200])],
         )
 }
@@ -198,7 +199,9 @@ async fn check_batch(
     Ok(Json(BatchResponse { results, revision }))
 }
 
-#[derive(Deserialize)]
+/// Whom and what to explain: `subject` or `user_id`, and the request.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ExplainQuery {
     #[serde(default)]

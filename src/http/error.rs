@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::middleware::current_request_id;
 use crate::service::auth::AuthError;
+use crate::service::authentik::AuthentikError;
 use crate::service::clients::ClientAuthError;
 use crate::service::{Dependency, ServiceError};
 
@@ -159,6 +160,32 @@ impl From<ServiceError> for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ServiceError::from(e).into()
+    }
+}
+
+impl From<AuthentikError> for ApiError {
+    fn from(e: AuthentikError) -> Self {
+        let message = e.to_string();
+        match e {
+            AuthentikError::Refused(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "identity_provider_error", message)
+            }
+            AuthentikError::Unreachable(_) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "identity_provider_unreachable",
+                message,
+            ),
+            AuthentikError::Timeout => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "identity_provider_timeout",
+                message,
+            ),
+            AuthentikError::UnknownGroup(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_group", message)
+                    .with_field("groups")
+            }
+            AuthentikError::Service(e) => e.into(),
+        }
     }
 }
 

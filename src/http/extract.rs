@@ -87,6 +87,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if json_carries_nul(&bytes) {
             return Err(super::middleware::nul_refused());
         }
+        // serde reads a struct from an array too (its fields in order); every
+        // body memberd takes is an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') && !bytes.is_empty() {
+            return Err(ApiError::invalid_field(
+                ".",
+                "the body must be a JSON object",
+            ));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let path = e.path().to_string();

@@ -28,7 +28,8 @@ pub fn routes() -> Api {
         .route(
             "/metrics",
             get(metrics),
-            &[Doc::get("Prometheus metrics", Auth::Public)],
+            &[Doc::get("Prometheus metrics, in its text exposition format", Auth::Public)
+                .answers_text("text/plain")],
         )
 }
 

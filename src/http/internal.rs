@@ -14,7 +14,7 @@ use super::openapi::{Api, Auth, Doc};
 use crate::authz::index::{EffectiveSnapshot, HeldRole, PermissionList};
 use crate::model::{Revision, User, UserId, UserUpsert};
 use crate::service::access::Subject;
-use crate::service::authentik::{AuthentikError, EnsureUser};
+use crate::service::authentik::{AuthentikUser, EnsureUser};
 use crate::service::directory::Changes;
 
 pub fn routes() -> Api {
@@ -41,6 +41,7 @@ pub fn routes() -> Api {
             get(changes),
             &[
                 Doc::get("Whose permissions changed since a revision", Internal)
+                    .query::<ChangesQuery>()
                     .answers::<ChangesBody>(&[200]),
             ],
         )
@@ -50,7 +51,9 @@ pub fn routes() -> Api {
             &[Doc::post(
                 "Create or update the user in Authentik, then in memberd",
                 Internal,
-            )],
+            )
+            .takes::<EnsureUser>()
+            .answers::<Ensured>(&[200])],
         )
 }
 
@@ -117,9 +120,9 @@ pub(super) struct Snapshot {
     is_active: bool,
     revision: i64,
     /// The allows no deny cancels entirely.
-    permissions: Vec<crate::model::Permission>,
+    permissions: Vec<crate::model::EffectivePermission>,
     /// The denies that still carve exceptions out of them.
-    denied: Vec<crate::model::Permission>,
+    denied: Vec<crate::model::EffectivePermission>,
     roles: Vec<RoleHeld>,
 }
 
@@ -157,8 +160,11 @@ async fn snapshot(
     snapshot_response(&snapshot, &headers)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ChangesQuery {
+    /// The revision the caller's cache is at; one the log no longer
+    /// reaches back to answers 410 changes_gone.
     since: i64,
 }
 
@@ -210,7 +216,7 @@ async fn ensure_in_authentik(
     _: InternalCaller,
     State(state): State<AppState>,
     JsonBody(wanted): JsonBody<EnsureUser>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Ensured>, ApiError> {
     let authentik = state.authentik.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -218,33 +224,16 @@ async fn ensure_in_authentik(
             "set MEMBERD_AUTHENTIK_BASE_URL and MEMBERD_AUTHENTIK_ADMIN_TOKEN",
         )
     })?;
-    let (authentik_user, user) = authentik.ensure(wanted).await.map_err(|e| {
-        let message = e.to_string();
-        match e {
-            AuthentikError::Refused(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "identity_provider_error", message)
-            }
-            AuthentikError::Unreachable(_) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "identity_provider_unreachable",
-                message,
-            ),
-            AuthentikError::Timeout => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "identity_provider_timeout",
-                message,
-            ),
-            AuthentikError::UnknownGroup(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_group", message)
-                    .with_field("groups")
-            }
-            AuthentikError::Service(e) => e.into(),
-        }
-    })?;
+    let (authentik, user) = authentik.ensure(wanted).await?;
     if !user.is_active {
         state.auth.sessions().revoke_all(user.id).await?;
     }
-    Ok(Json(
-        serde_json::json!({ "authentik": authentik_user, "user": user }),
-    ))
+    Ok(Json(Ensured { authentik, user }))
+}
+
+/// The user as Authentik and memberd each keep them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Ensured {
+    authentik: AuthentikUser,
+    user: User,
 }

@@ -62,8 +62,13 @@ pub async fn request_context(
         request_id: Some(id.clone()),
     };
     let nul = carries_nul(parts.uri.path()) || parts.uri.query().is_some_and(carries_nul);
+    // SCIM clients read SCIM's error shape, under SCIM's media type.
+    let scim = parts.uri.path().starts_with("/scim/");
     let request = Request::from_parts(parts, body);
     let handled = async move {
+        if nul && scim {
+            return super::scim::nul_refused();
+        }
         if nul {
             return nul_refused().into_response();
         }

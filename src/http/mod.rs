@@ -59,17 +59,17 @@ pub fn api(state: AppState) -> openapi::Api {
         .merge(scim::routes())
         .document(
             "/openapi.json",
-            &[openapi::Doc::get(
-                "This API's OpenAPI 3.1 description",
-                openapi::Auth::Public,
-            )],
+            &[
+                openapi::Doc::get("This API's OpenAPI 3.1 description", openapi::Auth::Public)
+                    .answers_as::<openapi::Description>("application/json", &[200]),
+            ],
         )
         .document(
             "/docs",
-            &[openapi::Doc::get(
-                "This API's reference, as a page",
-                openapi::Auth::Public,
-            )],
+            &[
+                openapi::Doc::get("This API's reference, as a page", openapi::Auth::Public)
+                    .answers_text("text/html"),
+            ],
         )
 }
 

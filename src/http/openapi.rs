@@ -121,83 +121,144 @@ fn schema_of<T: utoipa::ToSchema>(components: &mut BTreeMap<String, Value>) -> V
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
+/// Puts the parameters of a query type into the operation.
+pub type Params = fn() -> Vec<Value>;
+
+fn query_of<T: utoipa::IntoParams>() -> Vec<Value> {
+    T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query))
+        .into_iter()
+        .map(|p| serde_json::to_value(p).unwrap_or_default())
+        .collect()
+}
+
+/// An OpenAPI document: free-form here, its own schema describes it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = OpenApiDescription)]
+#[allow(dead_code)]
+pub struct Description {
+    openapi: String,
+    #[schema(value_type = Object)]
+    info: serde_json::Map<String, Value>,
+    #[schema(value_type = Object)]
+    paths: serde_json::Map<String, Value>,
+    #[schema(value_type = Object)]
+    components: serde_json::Map<String, Value>,
+}
+
+/// What a body is.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// A JSON document of a described type, under this media type.
+    Json(&'static str, Schema),
+    /// Text under this media type: a page, a script, Prometheus' exposition.
+    Text(&'static str),
+    /// No body (204, a redirect, 304).
+    Nothing,
+}
+
+const JSON: &str = "application/json";
+/// SCIM's media type (RFC 7644 §3.1); SCIM routes take plain JSON as well.
+pub const SCIM_JSON: &str = "application/scim+json";
+
 /// One operation's documentation, given with its handler.
 #[derive(Debug, Clone, Copy)]
 pub struct Doc {
     pub method: &'static str,
     pub summary: &'static str,
     pub auth: Auth,
-    /// The JSON body it takes, when typed.
-    pub request: Option<Schema>,
-    /// Its success statuses and the JSON body it answers (none: no body),
-    /// when typed.
-    pub response: Option<(&'static [u16], Option<Schema>)>,
+    /// The body it takes, under each of these media types, when typed.
+    pub request: Option<(&'static [&'static str], Schema)>,
+    /// Its success statuses and what it answers with them, when typed.
+    pub response: Option<(&'static [u16], Body)>,
+    /// Its query parameters.
+    pub query: Option<Params>,
+    /// How its errors are written, when not as memberd's error body (SCIM's).
+    pub errors: Option<Body>,
 }
 
 impl Doc {
     /// Takes a JSON body of type `T`.
-    pub const fn takes<T: utoipa::ToSchema>(mut self) -> Self {
-        self.request = Some(schema_of::<T>);
+    pub const fn takes<T: utoipa::ToSchema>(self) -> Self {
+        self.takes_as::<T>(&[JSON])
+    }
+
+    /// Takes a body of type `T` under any of `media`.
+    pub const fn takes_as<T: utoipa::ToSchema>(mut self, media: &'static [&'static str]) -> Self {
+        self.request = Some((media, schema_of::<T>));
         self
     }
 
     /// Answers a JSON body of type `T` with one of `statuses` (a creation
     /// that may find its object there already: `&[201, 200]`).
-    pub const fn answers<T: utoipa::ToSchema>(mut self, statuses: &'static [u16]) -> Self {
-        self.response = Some((statuses, Some(schema_of::<T>)));
+    pub const fn answers<T: utoipa::ToSchema>(self, statuses: &'static [u16]) -> Self {
+        self.answers_as::<T>(JSON, statuses)
+    }
+
+    /// Answers a body of type `T` under `media` with one of `statuses`.
+    pub const fn answers_as<T: utoipa::ToSchema>(
+        mut self,
+        media: &'static str,
+        statuses: &'static [u16],
+    ) -> Self {
+        self.response = Some((statuses, Body::Json(media, schema_of::<T>)));
+        self
+    }
+
+    /// Answers text under `media`.
+    pub const fn answers_text(mut self, media: &'static str) -> Self {
+        self.response = Some((&[200], Body::Text(media)));
         self
     }
 
     /// Answers 204 with no body.
     pub const fn answers_nothing(mut self) -> Self {
-        self.response = Some((&[204], None));
+        self.response = Some((&[204], Body::Nothing));
         self
     }
 
-    pub const fn get(summary: &'static str, auth: Auth) -> Self {
+    /// Answers 303 See Other, to a page.
+    pub const fn redirects(mut self) -> Self {
+        self.response = Some((&[303], Body::Nothing));
+        self
+    }
+
+    /// Reads its query parameters into `T`.
+    pub const fn query<T: utoipa::IntoParams>(mut self) -> Self {
+        self.query = Some(query_of::<T>);
+        self
+    }
+
+    /// Writes its errors as `T` under `media`.
+    pub const fn errors_as<T: utoipa::ToSchema>(mut self, media: &'static str) -> Self {
+        self.errors = Some(Body::Json(media, schema_of::<T>));
+        self
+    }
+
+    const fn new(method: &'static str, summary: &'static str, auth: Auth) -> Self {
         Self {
-            method: "GET",
+            method,
             summary,
             auth,
             request: None,
             response: None,
+            query: None,
+            errors: None,
         }
+    }
+    pub const fn get(summary: &'static str, auth: Auth) -> Self {
+        Self::new("GET", summary, auth)
     }
     pub const fn post(summary: &'static str, auth: Auth) -> Self {
-        Self {
-            method: "POST",
-            summary,
-            auth,
-            request: None,
-            response: None,
-        }
+        Self::new("POST", summary, auth)
     }
     pub const fn put(summary: &'static str, auth: Auth) -> Self {
-        Self {
-            method: "PUT",
-            summary,
-            auth,
-            request: None,
-            response: None,
-        }
+        Self::new("PUT", summary, auth)
     }
     pub const fn patch(summary: &'static str, auth: Auth) -> Self {
-        Self {
-            method: "PATCH",
-            summary,
-            auth,
-            request: None,
-            response: None,
-        }
+        Self::new("PATCH", summary, auth)
     }
     pub const fn delete(summary: &'static str, auth: Auth) -> Self {
-        Self {
-            method: "DELETE",
-            summary,
-            auth,
-            request: None,
-            response: None,
-        }
+        Self::new("DELETE", summary, auth)
     }
 }
 
@@ -209,8 +270,10 @@ pub struct Operation {
     pub tag: &'static str,
     pub summary: &'static str,
     pub auth: Auth,
-    pub request: Option<Schema>,
-    pub response: Option<(&'static [u16], Option<Schema>)>,
+    pub request: Option<(&'static [&'static str], Schema)>,
+    pub response: Option<(&'static [u16], Body)>,
+    pub query: Option<Params>,
+    pub errors: Option<Body>,
 }
 
 /// Routes with their documentation. Modules build one each; the router merges them.
@@ -281,6 +344,8 @@ impl Api {
             auth: d.auth,
             request: d.request,
             response: d.response,
+            query: d.query,
+            errors: d.errors,
         }));
         self
     }
@@ -302,7 +367,22 @@ impl Api {
     }
 }
 
-fn path_parameters(path: &str) -> Vec<Value> {
+/// What a path parameter must be, by its name (and, for `{name}`, by
+/// whether it names a role or a rule): the same types the handlers parse.
+fn path_parameter_schema(path: &str, name: &str, schemas: &mut BTreeMap<String, Value>) -> Value {
+    use crate::model::{AuthentikSub, Module, RoleName, RuleName, Username};
+    match name {
+        "authentik_sub" => schema_of::<AuthentikSub>(schemas),
+        "username" => schema_of::<Username>(schemas),
+        "module" => schema_of::<Module>(schemas),
+        "name" if path.starts_with("/admin/roles/") => schema_of::<RoleName>(schemas),
+        "name" if path.starts_with("/admin/rules/") => schema_of::<RuleName>(schemas),
+        "id" if !path.starts_with("/scim/") => json!({ "type": "string", "format": "uuid" }),
+        _ => json!({ "type": "string" }),
+    }
+}
+
+fn path_parameters(path: &str, schemas: &mut BTreeMap<String, Value>) -> Vec<Value> {
     path.split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| {
@@ -310,64 +390,116 @@ fn path_parameters(path: &str) -> Vec<Value> {
                 "name": name,
                 "in": "path",
                 "required": true,
-                "schema": { "type": "string" },
+                "schema": path_parameter_schema(path, name, schemas),
             })
         })
         .collect()
+}
+
+fn content(body: Body, schemas: &mut BTreeMap<String, Value>) -> Option<Value> {
+    match body {
+        Body::Json(media, schema) => Some(json!({ media: { "schema": schema(schemas) } })),
+        Body::Text(media) => Some(json!({ media: { "schema": { "type": "string" } } })),
+        Body::Nothing => None,
+    }
+}
+
+fn response(description: &str, content: Option<Value>) -> Value {
+    match content {
+        Some(content) => json!({ "description": description, "content": content }),
+        None => json!({ "description": description }),
+    }
+}
+
+/// The errors an operation can answer, by what it reads and who may call it.
+fn error_statuses(op: &Operation, parameters: &[Value]) -> Vec<(u16, &'static str)> {
+    let mut statuses = Vec::new();
+    if op.request.is_some() {
+        statuses.extend([
+            (400, "The body is not JSON, or not of the described shape."),
+            (413, "The body is too large."),
+            (415, "The body is not JSON."),
+        ]);
+    }
+    if op.auth != Auth::Public {
+        statuses.extend([
+            (401, "No credentials, or credentials that do not open."),
+            (403, "The caller may not do this."),
+        ]);
+    }
+    if parameters.iter().any(|p| p["in"] == "path") {
+        statuses.push((404, "There is no such object."));
+    }
+    if op.request.is_some() || !parameters.is_empty() {
+        statuses.push((422, "A field or parameter is not valid; `field` names it."));
+    }
+    statuses.push((
+        503,
+        "Storage, or a service it needs, is unavailable; see Retry-After.",
+    ));
+    statuses
 }
 
 /// The OpenAPI 3.1 document.
 pub fn document(operations: &[Operation]) -> Value {
     let mut paths: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
     let mut schemas = BTreeMap::new();
+    let error_schema = json!({ "$ref": "#/components/schemas/Error" });
     for op in operations {
+        let mut parameters = path_parameters(op.path, &mut schemas);
+        if let Some(query) = op.query {
+            parameters.extend(query());
+        }
+        let error_content = match op.errors {
+            Some(body) => content(body, &mut schemas),
+            None => Some(json!({ JSON: { "schema": error_schema } })),
+        };
+        let mut responses = serde_json::Map::new();
+        for (status, description) in error_statuses(op, &parameters) {
+            responses.insert(
+                status.to_string(),
+                response(description, error_content.clone()),
+            );
+        }
+        responses.insert(
+            "default".into(),
+            response("An error.", error_content.clone()),
+        );
+        match op.response {
+            Some((statuses, body)) => {
+                let success = response("Success.", content(body, &mut schemas));
+                for status in statuses {
+                    responses.insert(status.to_string(), success.clone());
+                }
+            }
+            None => {
+                responses.insert(
+                    "200".into(),
+                    json!({ "description": "Success (201 for a creation, 204 without a body)." }),
+                );
+            }
+        }
         let mut operation = json!({
             "tags": [op.tag],
             "summary": op.summary,
             "operationId": format!("{} {}", op.method, op.path),
             "security": op.auth.security(),
-            "responses": {
-                "200": { "description": "Success (201 for a creation, 204 without a body)." },
-                "default": {
-                    "description": "An error.",
-                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
-                }
-            }
+            "responses": responses,
         });
         if let Some(capability) = op.auth.capability() {
             // What an API client must have been given to call it.
             operation["x-memberd-capability"] = json!(capability.as_str());
         }
-        let parameters = path_parameters(op.path);
         if !parameters.is_empty() {
             operation["parameters"] = Value::Array(parameters);
         }
-        if let Some((statuses, schema)) = op.response {
-            let body = match schema {
-                Some(schema) => json!({
-                    "description": "Success.",
-                    "content": { "application/json": { "schema": schema(&mut schemas) } }
-                }),
-                None => json!({ "description": "Done; no body." }),
-            };
-            let responses = &mut operation["responses"];
-            if let Some(generic) = responses.as_object_mut() {
-                generic.remove("200");
-            }
-            for status in statuses {
-                responses[status.to_string()] = body.clone();
-            }
-        }
-        if let Some(schema) = op.request {
-            operation["requestBody"] = json!({
-                "required": true,
-                "content": { "application/json": { "schema": schema(&mut schemas) } }
-            });
-        } else if matches!(op.method, "POST" | "PUT" | "PATCH") {
-            operation["requestBody"] = json!({
-                "required": false,
-                "content": { "application/json": { "schema": { "type": "object" } } }
-            });
+        if let Some((media, schema)) = op.request {
+            let schema = schema(&mut schemas);
+            let content: serde_json::Map<String, Value> = media
+                .iter()
+                .map(|m| ((*m).to_owned(), json!({ "schema": schema })))
+                .collect();
+            operation["requestBody"] = json!({ "required": true, "content": content });
         }
         paths
             .entry(op.path)
@@ -477,7 +609,10 @@ pub fn reference_page(operations: &[Operation]) -> String {
 mod tests {
     #[test]
     fn path_parameters_come_from_the_template() {
-        let params = super::path_parameters("/admin/users/{authentik_sub}/sessions/{id}");
+        let params = super::path_parameters(
+            "/admin/users/{authentik_sub}/sessions/{id}",
+            &mut Default::default(),
+        );
         let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["authentik_sub", "id"]);
     }

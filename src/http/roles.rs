@@ -262,6 +262,7 @@ struct PermissionBody {
     #[serde(default)]
     effect: Option<Effect>,
     #[serde(default)]
+    #[schema(pattern = r"^(\*|[a-z][a-z0-9_.:-]{0,63})$", max_length = 64)]
     scope_type: Option<String>,
     #[serde(default)]
     scope_id: Option<ScopeId>,
@@ -333,6 +334,7 @@ async fn remove_permission(
 struct AssignmentBody {
     role: RoleName,
     #[serde(default)]
+    #[schema(pattern = r"^(\*|[a-z][a-z0-9_.:-]{0,63})$", max_length = 64)]
     scope_type: Option<String>,
     #[serde(default)]
     scope_id: Option<ScopeId>,

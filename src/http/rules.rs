@@ -49,6 +49,7 @@ pub fn routes() -> Api {
                     "Delete a rule (its subtree with ?cascade=true)",
                     Admin(Capability::RolesWrite),
                 )
+                .query::<DeleteQuery>()
                 .answers::<Deleted>(&[200]),
             ],
         )
@@ -95,12 +96,16 @@ pub fn routes() -> Api {
         .route(
             "/me/menus",
             get(my_menus),
-            &[Doc::get("The menu tree the caller may see", Viewer).answers::<Menus>(&[200])],
+            &[Doc::get("The menu tree the caller may see", Viewer)
+                .query::<MenuQuery>()
+                .answers::<Menus>(&[200])],
         )
         .route(
             "/me/buttons",
             get(my_buttons),
-            &[Doc::get("The buttons the caller may use", Viewer).answers::<Buttons>(&[200])],
+            &[Doc::get("The buttons the caller may use", Viewer)
+                .query::<MenuQuery>()
+                .answers::<Buttons>(&[200])],
         )
 }
 
@@ -276,9 +281,11 @@ async fn update(
     Ok(Json(RuleChanged { rule, revision }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeleteQuery {
+    /// Delete the rules under it too.
     #[serde(default)]
     cascade: bool,
 }
@@ -390,7 +397,8 @@ async fn undeclare(
 }
 
 /// The scope a back office asks about; both or neither.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct MenuQuery {
     scope_type: Option<ScopeType>,

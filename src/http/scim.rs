@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, JsonBody, client_info};
-use super::openapi::{Api, Auth, Doc};
+use super::openapi::{Api, Auth, Doc, SCIM_JSON};
 use crate::authn::Secret;
 use crate::model::Capability;
 use crate::model::{
@@ -35,6 +35,40 @@ const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const MAX_PAGE: i64 = 200;
+/// What SCIM writes take: its own media type, and plain JSON as many providers send.
+const SCIM_TAKES: &[&str] = &[SCIM_JSON, "application/json"];
+
+/// A list's query (RFC 7644 §3.4.2).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+struct ListQuery {
+    /// `userName eq "…"`, `externalId eq "…"` (users); `displayName eq "…"` (groups).
+    filter: Option<String>,
+    /// 1-based; less than 1 reads as 1 (RFC 7644 §3.4.2.4).
+    startIndex: Option<i64>,
+    /// At most 200; less than 0 reads as 0.
+    count: Option<i64>,
+}
+
+/// A discovery document (RFC 7643 §5–7): described by its own schema URN.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ScimDiscovery {
+    schemas: Vec<String>,
+    #[schema(value_type = Object)]
+    meta: Value,
+}
+
+/// Discovery documents, as a list.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)]
+struct ScimDiscoveryList {
+    schemas: Vec<String>,
+    totalResults: i64,
+    #[schema(value_type = Vec<Object>)]
+    Resources: Vec<Value>,
+}
 
 pub fn routes() -> Api {
     // Discovery is open, as RFC 7644 §4 lets it be: it describes the
@@ -44,27 +78,38 @@ pub fn routes() -> Api {
         .route(
             "/scim/v2/ServiceProviderConfig",
             get(service_provider_config),
-            &[Doc::get(
-                "SCIM: what this service provider supports",
-                Public,
-            )],
+            &[
+                Doc::get("SCIM: what this service provider supports", Public)
+                    .answers_as::<ScimDiscovery>(SCIM_JSON, &[200])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+            ],
         )
         .route(
             "/scim/v2/ResourceTypes",
             get(resource_types),
-            &[Doc::get("SCIM: resource types", Public)],
+            &[Doc::get("SCIM: resource types", Public)
+                .answers_as::<ScimDiscoveryList>(SCIM_JSON, &[200])
+                .errors_as::<ScimErrorBody>(SCIM_JSON)],
         )
         .route(
             "/scim/v2/Schemas",
             get(schemas),
-            &[Doc::get("SCIM: schemas", Public)],
+            &[Doc::get("SCIM: schemas", Public)
+                .answers_as::<ScimDiscoveryList>(SCIM_JSON, &[200])
+                .errors_as::<ScimErrorBody>(SCIM_JSON)],
         )
         .route(
             "/scim/v2/Users",
             get(list_users).post(create_user),
             &[
-                Doc::get("SCIM: list or filter users", Scim),
-                Doc::post("SCIM: create a user", Scim),
+                Doc::get("SCIM: list or filter users", Scim)
+                    .query::<ListQuery>()
+                    .answers_as::<ScimUserList>(SCIM_JSON, &[200])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::post("SCIM: create a user", Scim)
+                    .takes_as::<ScimUserInput>(SCIM_TAKES)
+                    .answers_as::<ScimUser>(SCIM_JSON, &[201])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
             ],
         )
         .route(
@@ -74,10 +119,20 @@ pub fn routes() -> Api {
                 .patch(patch_user)
                 .delete(delete_user),
             &[
-                Doc::get("SCIM: one user", Scim),
-                Doc::put("SCIM: replace a user", Scim),
-                Doc::patch("SCIM: patch a user", Scim),
-                Doc::delete("SCIM: deprovision a user", Scim),
+                Doc::get("SCIM: one user", Scim)
+                    .answers_as::<ScimUser>(SCIM_JSON, &[200])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::put("SCIM: replace a user", Scim)
+                    .takes_as::<ScimUserInput>(SCIM_TAKES)
+                    .answers_as::<ScimUser>(SCIM_JSON, &[200])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::patch("SCIM: patch a user", Scim)
+                    .takes_as::<ScimPatchOp>(SCIM_TAKES)
+                    .answers_as::<ScimUser>(SCIM_JSON, &[200])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::delete("SCIM: deprovision a user", Scim)
+                    .answers_nothing()
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
             ],
         )
 }
@@ -105,17 +160,27 @@ impl ScimError {
     }
 }
 
+/// How a SCIM error is written (RFC 7644 §3.12).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ScimErrorBody {
+    schemas: Vec<String>,
+    /// The HTTP status, as a string.
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scim_type: Option<String>,
+    detail: String,
+}
+
 impl IntoResponse for ScimError {
     fn into_response(self) -> Response {
-        let mut body = json!({
-            "schemas": [ERROR_SCHEMA],
-            "status": self.status.as_u16().to_string(),
-            "detail": self.detail,
-        });
-        if let Some(t) = self.scim_type {
-            body["scimType"] = t.into();
-        }
-        scim_json(self.status, body)
+        let body = ScimErrorBody {
+            schemas: vec![ERROR_SCHEMA.to_owned()],
+            status: self.status.as_u16().to_string(),
+            scim_type: self.scim_type.map(str::to_owned),
+            detail: self.detail,
+        };
+        scim_json(self.status, &body)
     }
 }
 
@@ -144,7 +209,12 @@ impl From<StoreError> for ScimError {
     }
 }
 
-fn scim_json(status: StatusCode, body: Value) -> Response {
+/// A NUL in the path or query, refused before routing.
+pub(super) fn nul_refused() -> Response {
+    ScimError::bad("invalidValue", "text may not contain NUL characters").into_response()
+}
+
+fn scim_json(status: StatusCode, body: &impl serde::Serialize) -> Response {
     let mut response = (status, Json(body)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -210,31 +280,147 @@ fn base_url(parts_host: Option<&str>, state: &AppState) -> String {
     }
 }
 
-fn user_json(row: &ScimUserRow, base: &str) -> Value {
-    let when = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
-    let mut out = json!({
-        "schemas": [USER_SCHEMA],
-        "id": row.user_id,
-        "userName": row.user_name,
-        "active": row.is_active,
-        "meta": {
-            "resourceType": "User",
-            "created": when(row.created_at),
-            "lastModified": when(row.updated_at),
-            "location": format!("{base}/scim/v2/Users/{}", row.user_id),
-        },
-    });
-    if let Some(external_id) = &row.external_id {
-        out["externalId"] = external_id.as_str().into();
+/// When a resource was made and changed, and where it lives.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ScimMeta {
+    resource_type: String,
+    #[schema(format = DateTime)]
+    created: String,
+    #[schema(format = DateTime)]
+    last_modified: String,
+    location: String,
+}
+
+impl ScimMeta {
+    fn new(
+        resource_type: &str,
+        created: time::OffsetDateTime,
+        modified: time::OffsetDateTime,
+        location: String,
+    ) -> Self {
+        let when = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+        Self {
+            resource_type: resource_type.to_owned(),
+            created: when(created),
+            last_modified: when(modified),
+            location,
+        }
     }
-    if let Some(name) = &row.display_name {
-        out["displayName"] = name.as_str().into();
-        out["name"] = json!({ "formatted": name });
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ScimName {
+    formatted: String,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ScimEmail {
+    value: String,
+    primary: bool,
+}
+
+/// A user as SCIM shows it: the attributes memberd keeps.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ScimUser {
+    schemas: Vec<String>,
+    id: uuid::Uuid,
+    user_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<ScimName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emails: Option<Vec<ScimEmail>>,
+    active: bool,
+    meta: ScimMeta,
+}
+
+fn scim_user(row: &ScimUserRow, base: &str) -> ScimUser {
+    ScimUser {
+        schemas: vec![USER_SCHEMA.to_owned()],
+        id: row.user_id,
+        user_name: row.user_name.clone(),
+        external_id: row.external_id.clone(),
+        display_name: row.display_name.clone(),
+        name: row
+            .display_name
+            .clone()
+            .map(|formatted| ScimName { formatted }),
+        emails: row.email.clone().map(|value| {
+            vec![ScimEmail {
+                value,
+                primary: true,
+            }]
+        }),
+        active: row.is_active,
+        meta: ScimMeta::new(
+            "User",
+            row.created_at,
+            row.updated_at,
+            format!("{base}/scim/v2/Users/{}", row.user_id),
+        ),
     }
-    if let Some(email) = &row.email {
-        out["emails"] = json!([{ "value": email, "primary": true }]);
-    }
-    out
+}
+
+/// A user as a provider sends it. Attributes memberd does not keep, and
+/// extension schemas, are accepted and ignored: free-form beyond these.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ScimUserRequest)]
+#[allow(dead_code, non_snake_case)]
+struct ScimUserInput {
+    /// Read by no one here (issue 17 checks it).
+    #[schema(value_type = Option<Value>)]
+    schemas: Option<Vec<String>>,
+    #[schema(
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$",
+        max_length = 255
+    )]
+    userName: String,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", max_length = 255)]
+    externalId: Option<String>,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", max_length = 255)]
+    displayName: Option<String>,
+    active: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    name: Option<Value>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    emails: Option<Value>,
+}
+
+/// A PATCH request (RFC 7644 §3.5.2).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)]
+struct ScimPatchOp {
+    #[schema(value_type = Option<Value>)]
+    schemas: Option<Vec<String>>,
+    Operations: Vec<ScimOperation>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ScimOperation {
+    /// `add`, `remove` or `replace`.
+    op: String,
+    path: Option<String>,
+    /// What the operation sets: free-form, by the path.
+    #[schema(value_type = Object)]
+    value: Option<Value>,
+}
+
+/// A page of resources.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScimList<T> {
+    schemas: Vec<String>,
+    total_results: i64,
+    start_index: i64,
+    items_per_page: usize,
+    #[serde(rename = "Resources")]
+    resources: Vec<T>,
 }
 
 /// The longest userName, externalId or displayName memberd keeps.
@@ -344,8 +530,15 @@ fn parse_body(bytes: &Bytes) -> Result<Value, ScimError> {
             "text may not contain NUL characters",
         ));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ScimError::bad("invalidSyntax", format!("malformed JSON: {e}")))
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ScimError::bad("invalidSyntax", format!("malformed JSON: {e}")))?;
+    if !body.is_object() {
+        return Err(ScimError::bad(
+            "invalidSyntax",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(body)
 }
 
 fn user_id(raw: &str) -> Result<UserId, ScimError> {
@@ -464,7 +657,7 @@ async fn create_user(
     let row = load(&state, &client, id).await?;
     Ok(scim_json(
         StatusCode::CREATED,
-        user_json(&row, &base_url(host(&headers).as_deref(), &state)),
+        &scim_user(&row, &base_url(host(&headers).as_deref(), &state)),
     ))
 }
 
@@ -514,45 +707,85 @@ fn parse_filter(filter: Option<&str>) -> Result<ScimFilter, ScimError> {
     }
 }
 
+/// A list's query: its filter and its page (`startIndex` 1-based).
+struct ListParams {
+    filter: Option<String>,
+    start_index: i64,
+    count: i64,
+}
+
+impl ListParams {
+    fn parse(query: Option<String>) -> Result<Self, ScimError> {
+        let params: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let number = |name: &str, default: i64| -> Result<i64, ScimError> {
+            params.get(name).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| ScimError::bad("invalidValue", format!("{name} must be a number")))
+            })
+        };
+        Ok(Self {
+            start_index: number("startIndex", 1)?.max(1),
+            count: number("count", 100)?.clamp(0, MAX_PAGE),
+            filter: params.get("filter").cloned(),
+        })
+    }
+}
+
 async fn list_users(
     ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, ScimError> {
-    let params: std::collections::HashMap<String, String> =
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    let filter = parse_filter(params.get("filter").map(String::as_str))?;
-    let number = |name: &str, default: i64| -> Result<i64, ScimError> {
-        params.get(name).map_or(Ok(default), |v| {
-            v.parse()
-                .map_err(|_| ScimError::bad("invalidValue", format!("{name} must be a number")))
-        })
-    };
-    let start_index = number("startIndex", 1)?.max(1);
-    let count = number("count", 100)?.clamp(0, MAX_PAGE);
+    let ListParams {
+        filter,
+        start_index,
+        count,
+    } = ListParams::parse(query)?;
+    let filter = parse_filter(filter.as_deref())?;
     let (total, rows) = state
         .store
         .scim_users(Some(&client.client_key), &filter, start_index - 1, count)
         .await?;
     let base = base_url(host(&headers).as_deref(), &state);
-    let resources: Vec<Value> = rows.iter().map(|r| user_json(r, &base)).collect();
+    let resources: Vec<ScimUser> = rows.iter().map(|r| scim_user(r, &base)).collect();
     Ok(list_response(total, start_index, resources))
 }
 
-fn list_response(total: i64, start_index: i64, resources: Vec<Value>) -> Response {
-    scim_json(
-        StatusCode::OK,
-        json!({
-            "schemas": [LIST_SCHEMA],
-            "totalResults": total,
-            "startIndex": start_index,
-            "itemsPerPage": resources.len(),
-            "Resources": resources,
-        }),
-    )
+/// [`ScimList`] of users, as the description shows it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)]
+struct ScimUserList {
+    schemas: Vec<String>,
+    totalResults: i64,
+    startIndex: i64,
+    itemsPerPage: usize,
+    Resources: Vec<ScimUser>,
+}
+
+/// [`ScimList`] of groups, as the description shows it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)]
+struct ScimGroupList {
+    schemas: Vec<String>,
+    totalResults: i64,
+    startIndex: i64,
+    itemsPerPage: usize,
+    Resources: Vec<ScimGroup>,
+}
+
+fn list_response<T: serde::Serialize>(total: i64, start_index: i64, resources: Vec<T>) -> Response {
+    let list = ScimList {
+        schemas: vec![LIST_SCHEMA.to_owned()],
+        total_results: total,
+        start_index,
+        items_per_page: resources.len(),
+        resources,
+    };
+    scim_json(StatusCode::OK, &list)
 }
 
 async fn replace_user(
@@ -650,7 +883,7 @@ async fn update(
 fn user_response(state: &AppState, headers: &axum::http::HeaderMap, row: &ScimUserRow) -> Response {
     scim_json(
         StatusCode::OK,
-        user_json(row, &base_url(host(headers).as_deref(), state)),
+        &scim_user(row, &base_url(host(headers).as_deref(), state)),
     )
 }
 
@@ -673,7 +906,7 @@ async fn delete_user(
 async fn service_provider_config() -> Response {
     scim_json(
         StatusCode::OK,
-        json!({
+        &json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
             "patch": { "supported": true },
             "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
@@ -694,7 +927,7 @@ async fn service_provider_config() -> Response {
 async fn resource_types() -> Response {
     scim_json(
         StatusCode::OK,
-        json!({
+        &json!({
             "schemas": [LIST_SCHEMA],
             "totalResults": 2,
             "Resources": [{
@@ -723,7 +956,7 @@ async fn schemas() -> Response {
     };
     scim_json(
         StatusCode::OK,
-        json!({
+        &json!({
             "schemas": [LIST_SCHEMA],
             "totalResults": 1,
             "Resources": [{
@@ -754,8 +987,14 @@ pub fn group_routes() -> Api {
             "/scim/v2/Groups",
             get(list_groups).post(create_group),
             &[
-                Doc::get("SCIM: list or filter groups", Scim),
-                Doc::post("SCIM: create a group", Scim),
+                Doc::get("SCIM: list or filter groups", Scim)
+                    .query::<ListQuery>()
+                    .answers_as::<ScimGroupList>(SCIM_JSON, &[200])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::post("SCIM: create a group", Scim)
+                    .takes_as::<ScimGroupInput>(SCIM_TAKES)
+                    .answers_as::<ScimGroup>(SCIM_JSON, &[201])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
             ],
         )
         .route(
@@ -764,7 +1003,9 @@ pub fn group_routes() -> Api {
             &[Doc::put(
                 "Link a SCIM group to a role (or null)",
                 Admin(Capability::Admin),
-            )],
+            )
+            .takes::<GroupRole>()
+            .answers::<LinkedGroup>(&[200])],
         )
         .route(
             "/scim/v2/Groups/{id}",
@@ -773,10 +1014,20 @@ pub fn group_routes() -> Api {
                 .patch(patch_group)
                 .delete(delete_group),
             &[
-                Doc::get("SCIM: one group", Scim),
-                Doc::put("SCIM: replace a group", Scim),
-                Doc::patch("SCIM: patch a group", Scim),
-                Doc::delete("SCIM: delete a group", Scim),
+                Doc::get("SCIM: one group", Scim)
+                    .answers_as::<ScimGroup>(SCIM_JSON, &[200])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::put("SCIM: replace a group", Scim)
+                    .takes_as::<ScimGroupInput>(SCIM_TAKES)
+                    .answers_as::<ScimGroup>(SCIM_JSON, &[200])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::patch("SCIM: patch a group", Scim)
+                    .takes_as::<ScimPatchOp>(SCIM_TAKES)
+                    .answers_as::<ScimGroup>(SCIM_JSON, &[200])
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::delete("SCIM: delete a group", Scim)
+                    .answers_nothing()
+                    .errors_as::<ScimErrorBody>(SCIM_JSON),
             ],
         )
 }
@@ -845,41 +1096,83 @@ async fn load_group(state: &AppState, raw: &str) -> Result<ScimGroupRow, ScimErr
         .ok_or_else(|| ScimError::new(StatusCode::NOT_FOUND, None, "no such group"))
 }
 
-async fn group_json(
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ScimMember {
+    value: uuid::Uuid,
+    display: String,
+    #[serde(rename = "$ref")]
+    reference: String,
+}
+
+/// A group as SCIM shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ScimGroup {
+    schemas: Vec<String>,
+    id: uuid::Uuid,
+    display_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_id: Option<String>,
+    members: Vec<ScimMember>,
+    meta: ScimMeta,
+}
+
+/// A group as a provider sends it; other attributes are ignored.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ScimGroupRequest)]
+#[allow(dead_code, non_snake_case)]
+struct ScimGroupInput {
+    /// Read by no one here (issue 17 checks it).
+    #[schema(value_type = Option<Value>)]
+    schemas: Option<Vec<String>>,
+    #[schema(
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$",
+        max_length = 255
+    )]
+    displayName: String,
+    externalId: Option<String>,
+    members: Option<Vec<ScimMemberRef>>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ScimMemberRef {
+    /// The member's SCIM id.
+    value: String,
+}
+
+async fn scim_group(
     state: &AppState,
     group: &ScimGroupRow,
     base: &str,
-) -> Result<Value, ScimError> {
-    let when = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
-    let members: Vec<Value> = state
+) -> Result<ScimGroup, ScimError> {
+    let members = state
         .store
         .scim_members(group.id)
         .await?
         .iter()
-        .map(|m| {
-            json!({
-                "value": m.user_id,
-                "display": m.user_name.as_deref().unwrap_or(&m.authentik_sub),
-                "$ref": format!("{base}/scim/v2/Users/{}", m.user_id),
-            })
+        .map(|m| ScimMember {
+            value: m.user_id,
+            display: m
+                .user_name
+                .clone()
+                .unwrap_or_else(|| m.authentik_sub.clone()),
+            reference: format!("{base}/scim/v2/Users/{}", m.user_id),
         })
         .collect();
-    let mut out = json!({
-        "schemas": [GROUP_SCHEMA],
-        "id": group.id,
-        "displayName": group.display_name,
-        "members": members,
-        "meta": {
-            "resourceType": "Group",
-            "created": when(group.created_at),
-            "lastModified": when(group.updated_at),
-            "location": format!("{base}/scim/v2/Groups/{}", group.id),
-        },
-    });
-    if let Some(external_id) = &group.external_id {
-        out["externalId"] = external_id.as_str().into();
-    }
-    Ok(out)
+    Ok(ScimGroup {
+        schemas: vec![GROUP_SCHEMA.to_owned()],
+        id: group.id,
+        display_name: group.display_name.clone(),
+        external_id: group.external_id.clone(),
+        members,
+        meta: ScimMeta::new(
+            "Group",
+            group.created_at,
+            group.updated_at,
+            format!("{base}/scim/v2/Groups/{}", group.id),
+        ),
+    })
 }
 
 /// The user ids in a `members` value: `[{"value": id}, …]`.
@@ -975,7 +1268,7 @@ async fn create_group(
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
         StatusCode::CREATED,
-        group_json(&state, &group, &base).await?,
+        &scim_group(&state, &group, &base).await?,
     ))
 }
 
@@ -989,7 +1282,7 @@ async fn get_group(
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
         StatusCode::OK,
-        group_json(&state, &group, &base).await?,
+        &scim_group(&state, &group, &base).await?,
     ))
 }
 
@@ -999,11 +1292,8 @@ async fn list_groups(
     headers: axum::http::HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, ScimError> {
-    let params: std::collections::HashMap<String, String> =
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    let filter = params.get("filter").map(String::as_str);
+    let params = ListParams::parse(query)?;
+    let filter = params.filter.as_deref();
     let name = match eq_filter(filter)? {
         None => None,
         Some((attribute, value)) if attribute == "displayname" => Some(value),
@@ -1011,11 +1301,19 @@ async fn list_groups(
     };
     let groups = state.store.scim_groups(name.as_deref()).await?;
     let base = base_url(host(&headers).as_deref(), &state);
+    let page = groups
+        .iter()
+        .skip(usize::try_from(params.start_index - 1).unwrap_or(usize::MAX))
+        .take(usize::try_from(params.count).unwrap_or(0));
     let mut resources = Vec::new();
-    for group in &groups {
-        resources.push(group_json(&state, group, &base).await?);
+    for group in page {
+        resources.push(scim_group(&state, group, &base).await?);
     }
-    Ok(list_response(resources.len() as i64, 1, resources))
+    Ok(list_response(
+        i64::try_from(groups.len()).unwrap_or(i64::MAX),
+        params.start_index,
+        resources,
+    ))
 }
 
 async fn replace_group(
@@ -1040,7 +1338,7 @@ async fn replace_group(
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
         StatusCode::OK,
-        group_json(&state, &group, &base).await?,
+        &scim_group(&state, &group, &base).await?,
     ))
 }
 
@@ -1130,7 +1428,7 @@ async fn patch_group(
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
         StatusCode::OK,
-        group_json(&state, &group, &base).await?,
+        &scim_group(&state, &group, &base).await?,
     ))
 }
 
@@ -1146,11 +1444,22 @@ async fn delete_group(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GroupRole {
     /// The role the group's members hold, or null to unlink.
     role: Option<RoleName>,
+}
+
+/// The group as linked.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct LinkedGroup {
+    id: uuid::Uuid,
+    display_name: String,
+    role: Option<String>,
+    /// How many members now hold the role.
+    members: usize,
 }
 
 /// Links a SCIM group to a role (or unlinks it): the members gain (or lose)
@@ -1160,7 +1469,7 @@ async fn link_group_role(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<GroupRole>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LinkedGroup>, ApiError> {
     let group = load_group(&state, &id)
         .await
         .map_err(|_| ApiError::not_found("group_not_found", "no such SCIM group"))?;
@@ -1196,10 +1505,10 @@ async fn link_group_role(
         ..group
     };
     tracing::info!(actor = %caller.actor(), group = %linked.display_name, role = ?linked.role_name, "SCIM group linked");
-    Ok(Json(json!({
-        "id": linked.id,
-        "displayName": linked.display_name,
-        "role": linked.role_name,
-        "members": members.len(),
-    })))
+    Ok(Json(LinkedGroup {
+        id: linked.id,
+        display_name: linked.display_name,
+        role: linked.role_name,
+        members: members.len(),
+    }))
 }

@@ -34,7 +34,7 @@ pub enum AuthentikError {
 }
 
 /// What `ensure` is asked for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnsureUser {
     pub username: String,
@@ -48,7 +48,7 @@ pub struct EnsureUser {
 }
 
 /// The part of Authentik's user object memberd reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuthentikUser {
     pub pk: i64,
     pub username: String,

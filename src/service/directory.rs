@@ -550,7 +550,7 @@ impl Directory {
         user: UserId,
     ) -> Result<bool, ServiceError> {
         for (field, value) in [("issuer", issuer), ("subject", subject)] {
-            if value.trim().is_empty() || value.len() > 1024 {
+            if value.trim().is_empty() || value.chars().count() > 1024 {
                 return Err(ServiceError::InvalidField {
                     field,
                     message: format!("{field} must be 1-1024 characters"),
