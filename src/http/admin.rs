@@ -115,14 +115,17 @@ struct RevokeRequest {
 }
 
 impl GrantRequest {
-    fn into_parts(self) -> (AuthentikSub, Permission) {
-        let permission = Permission {
+    /// Who, what, and the effect (`allow` when left out).
+    fn into_parts(self) -> (AuthentikSub, Permission, Effect) {
+        let target = RevokeRequest {
+            authentik_sub: self.authentik_sub,
             scope_type: self.scope_type,
             scope_id: self.scope_id,
             module: self.module,
             action: self.action,
         };
-        (self.authentik_sub, permission)
+        let (sub, permission) = target.into_parts();
+        (sub, permission, self.effect.unwrap_or_default())
     }
 }
 
@@ -150,8 +153,7 @@ async fn grant(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<GrantRequest>,
 ) -> Result<(StatusCode, Json<GrantResponse>), ApiError> {
-    let effect = request.effect.unwrap_or_default();
-    let (sub, permission) = request.into_parts();
+    let (sub, permission, effect) = request.into_parts();
     let outcome = state
         .directory
         .grant(caller.authority(), &sub, &permission, effect)

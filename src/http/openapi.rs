@@ -281,6 +281,8 @@ pub struct Api {
     tag: &'static str,
     router: Router<AppState>,
     operations: Vec<Operation>,
+    /// How its operations write errors, unless one says otherwise.
+    errors: Option<Body>,
 }
 
 impl Api {
@@ -289,7 +291,14 @@ impl Api {
             tag,
             router: Router::new(),
             operations: Vec::new(),
+            errors: None,
         }
+    }
+
+    /// Its operations write their errors as `T` under `media` (SCIM's).
+    pub fn errors_as<T: utoipa::ToSchema>(mut self, media: &'static str) -> Self {
+        self.errors = Some(Body::Json(media, schema_of::<T>));
+        self
     }
 
     /// Serves `handler` at `path`, documented by `docs` (one per method it answers).
@@ -335,7 +344,7 @@ impl Api {
 
     /// Documents a route whose handler is added later (the description's own routes).
     pub fn document(mut self, path: &'static str, docs: &[Doc]) -> Self {
-        let tag = self.tag;
+        let (tag, errors) = (self.tag, self.errors);
         self.operations.extend(docs.iter().map(|d| Operation {
             method: d.method,
             path,
@@ -345,7 +354,7 @@ impl Api {
             request: d.request,
             response: d.response,
             query: d.query,
-            errors: d.errors,
+            errors: d.errors.or(errors),
         }));
         self
     }

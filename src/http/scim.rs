@@ -80,23 +80,22 @@ pub fn routes() -> Api {
             get(service_provider_config),
             &[
                 Doc::get("SCIM: what this service provider supports", Public)
-                    .answers_as::<ScimDiscovery>(SCIM_JSON, &[200])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                    .answers_as::<ScimDiscovery>(SCIM_JSON, &[200]),
             ],
         )
         .route(
             "/scim/v2/ResourceTypes",
             get(resource_types),
             &[Doc::get("SCIM: resource types", Public)
-                .answers_as::<ScimDiscoveryList>(SCIM_JSON, &[200])
-                .errors_as::<ScimErrorBody>(SCIM_JSON)],
+                .answers_as::<ScimDiscoveryList>(SCIM_JSON, &[200])],
         )
         .route(
             "/scim/v2/Schemas",
             get(schemas),
-            &[Doc::get("SCIM: schemas", Public)
-                .answers_as::<ScimDiscoveryList>(SCIM_JSON, &[200])
-                .errors_as::<ScimErrorBody>(SCIM_JSON)],
+            &[
+                Doc::get("SCIM: schemas", Public)
+                    .answers_as::<ScimDiscoveryList>(SCIM_JSON, &[200]),
+            ],
         )
         .route(
             "/scim/v2/Users",
@@ -104,12 +103,10 @@ pub fn routes() -> Api {
             &[
                 Doc::get("SCIM: list or filter users", Scim)
                     .query::<ListQuery>()
-                    .answers_as::<ScimUserList>(SCIM_JSON, &[200])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                    .answers_as::<ScimUserList>(SCIM_JSON, &[200]),
                 Doc::post("SCIM: create a user", Scim)
                     .takes_as::<ScimUserInput>(SCIM_TAKES)
-                    .answers_as::<ScimUser>(SCIM_JSON, &[201])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                    .answers_as::<ScimUser>(SCIM_JSON, &[201]),
             ],
         )
         .route(
@@ -119,20 +116,14 @@ pub fn routes() -> Api {
                 .patch(patch_user)
                 .delete(delete_user),
             &[
-                Doc::get("SCIM: one user", Scim)
-                    .answers_as::<ScimUser>(SCIM_JSON, &[200])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::get("SCIM: one user", Scim).answers_as::<ScimUser>(SCIM_JSON, &[200]),
                 Doc::put("SCIM: replace a user", Scim)
                     .takes_as::<ScimUserInput>(SCIM_TAKES)
-                    .answers_as::<ScimUser>(SCIM_JSON, &[200])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                    .answers_as::<ScimUser>(SCIM_JSON, &[200]),
                 Doc::patch("SCIM: patch a user", Scim)
                     .takes_as::<ScimPatchOp>(SCIM_TAKES)
-                    .answers_as::<ScimUser>(SCIM_JSON, &[200])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
-                Doc::delete("SCIM: deprovision a user", Scim)
-                    .answers_nothing()
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                    .answers_as::<ScimUser>(SCIM_JSON, &[200]),
+                Doc::delete("SCIM: deprovision a user", Scim).answers_nothing(),
             ],
         )
 }
@@ -982,30 +973,30 @@ const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
 pub fn group_routes() -> Api {
     use Auth::{Admin, Scim};
+    // An operator's route, beside the SCIM ones: memberd's own error body.
+    let link = Api::new("scim").route(
+        "/admin/scim/groups/{id}/role",
+        axum::routing::put(link_group_role),
+        &[Doc::put(
+            "Link a SCIM group to a role (or null)",
+            Admin(Capability::Admin),
+        )
+        .takes::<GroupRole>()
+        .answers::<LinkedGroup>(&[200])],
+    );
     Api::new("scim")
+        .errors_as::<ScimErrorBody>(SCIM_JSON)
         .route(
             "/scim/v2/Groups",
             get(list_groups).post(create_group),
             &[
                 Doc::get("SCIM: list or filter groups", Scim)
                     .query::<ListQuery>()
-                    .answers_as::<ScimGroupList>(SCIM_JSON, &[200])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                    .answers_as::<ScimGroupList>(SCIM_JSON, &[200]),
                 Doc::post("SCIM: create a group", Scim)
                     .takes_as::<ScimGroupInput>(SCIM_TAKES)
-                    .answers_as::<ScimGroup>(SCIM_JSON, &[201])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                    .answers_as::<ScimGroup>(SCIM_JSON, &[201]),
             ],
-        )
-        .route(
-            "/admin/scim/groups/{id}/role",
-            axum::routing::put(link_group_role),
-            &[Doc::put(
-                "Link a SCIM group to a role (or null)",
-                Admin(Capability::Admin),
-            )
-            .takes::<GroupRole>()
-            .answers::<LinkedGroup>(&[200])],
         )
         .route(
             "/scim/v2/Groups/{id}",
@@ -1014,22 +1005,17 @@ pub fn group_routes() -> Api {
                 .patch(patch_group)
                 .delete(delete_group),
             &[
-                Doc::get("SCIM: one group", Scim)
-                    .answers_as::<ScimGroup>(SCIM_JSON, &[200])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                Doc::get("SCIM: one group", Scim).answers_as::<ScimGroup>(SCIM_JSON, &[200]),
                 Doc::put("SCIM: replace a group", Scim)
                     .takes_as::<ScimGroupInput>(SCIM_TAKES)
-                    .answers_as::<ScimGroup>(SCIM_JSON, &[200])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                    .answers_as::<ScimGroup>(SCIM_JSON, &[200]),
                 Doc::patch("SCIM: patch a group", Scim)
                     .takes_as::<ScimPatchOp>(SCIM_TAKES)
-                    .answers_as::<ScimGroup>(SCIM_JSON, &[200])
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
-                Doc::delete("SCIM: delete a group", Scim)
-                    .answers_nothing()
-                    .errors_as::<ScimErrorBody>(SCIM_JSON),
+                    .answers_as::<ScimGroup>(SCIM_JSON, &[200]),
+                Doc::delete("SCIM: delete a group", Scim).answers_nothing(),
             ],
         )
+        .merge(link)
 }
 
 /// Where a linked group's members hold its role: everywhere.
