@@ -150,7 +150,6 @@ fn installed() -> Option<PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15, open: schemathesis still reports POST /admin/roles and SCIM group writes; run with --ignored"]
 async fn schemathesis_finds_nothing_on_sqlite() {
     let Some(program) = installed() else { return };
     let Some(app) = spawn_app(Backend::Sqlite).await else {

@@ -233,4 +233,36 @@ async fn groups_linked_to_a_role_carry_it_to_their_members(s) {
     assert!(roles_of("bob").await.is_empty(), "deleting the group takes its role");
 }
 
+async fn a_group_write_that_is_refused_changes_nothing(s) {
+    let alice = s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"})).await;
+    let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Editors",
+        "externalId": "g-1", "members": [{"value": alice["id"]}]});
+    let (status, created) = s.send(Method::POST, "/scim/v2/Groups", Some(group)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("/scim/v2/Groups/{}", created["id"].as_str().unwrap());
+
+    let (status, error) = s.send(Method::POST, "/scim/v2/Groups", Some(json!({"displayName": "Other", "externalId": {}}))).await;
+    assert_eq!((status, &error["scimType"]), (StatusCode::BAD_REQUEST, &json!("invalidValue")), "{error}");
+    // A PUT replaces the whole group: one without its name is refused, not
+    // half applied (the members went before the name was checked).
+    let (status, error) = s.send(Method::PUT, &path, Some(json!({"externalId": "g-2", "members": []}))).await;
+    assert_eq!((status, &error["scimType"]), (StatusCode::BAD_REQUEST, &json!("invalidValue")), "{error}");
+    let (status, error) = s.send(Method::PUT, &path, Some(json!({"displayName": "Renamed",
+        "members": [{"value": "2819c223-7f76-453a-919d-413861904646"}]}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+
+    let (_, groups) = s.send(Method::GET, "/scim/v2/Groups", None).await;
+    assert_eq!(groups["totalResults"], 1, "{groups}");
+    let (_, unchanged) = s.send(Method::GET, &path, None).await;
+    assert_eq!(unchanged["displayName"], "Editors");
+    assert_eq!(unchanged["externalId"], "g-1");
+    assert_eq!(unchanged["members"].as_array().unwrap().len(), 1, "{unchanged}");
+
+    let (status, replaced) = s.send(Method::PUT, &path, Some(json!({"displayName": "Renamed", "members": []}))).await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    assert_eq!(replaced["displayName"], "Renamed");
+    assert!(replaced.get("externalId").is_none(), "a PUT without externalId clears it: {replaced}");
+    assert_eq!(replaced["members"], json!([]));
+}
+
 }

@@ -417,6 +417,21 @@ struct ScimList<T> {
 /// The longest userName, externalId or displayName memberd keeps.
 const SCIM_TEXT_MAX: usize = 255;
 
+/// A text attribute memberd keeps: userName and externalId name the user
+/// everywhere, so printable, and no longer than a subject may be.
+fn scim_text(attribute: &str, value: &Value) -> Result<String, ScimError> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| ScimError::bad("invalidValue", format!("{attribute} must be a string")))?;
+    if text.chars().count() > SCIM_TEXT_MAX || text.chars().any(char::is_control) {
+        return Err(ScimError::bad(
+            "invalidValue",
+            format!("{attribute}: at most {SCIM_TEXT_MAX} printable characters"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// The attributes of a User memberd keeps, read leniently from a resource.
 #[derive(Debug, Default, Clone)]
 struct UserFields {
@@ -440,20 +455,7 @@ impl UserFields {
     }
 
     fn set(&mut self, attribute: &str, value: &Value) -> Result<(), ScimError> {
-        // userName and externalId name the user everywhere: printable, and
-        // no longer than a subject may be.
-        let text = |v: &Value| {
-            let text = v.as_str().ok_or_else(|| {
-                ScimError::bad("invalidValue", format!("{attribute} must be a string"))
-            })?;
-            if text.chars().count() > SCIM_TEXT_MAX || text.chars().any(char::is_control) {
-                return Err(ScimError::bad(
-                    "invalidValue",
-                    format!("{attribute}: at most {SCIM_TEXT_MAX} printable characters"),
-                ));
-            }
-            Ok(text.to_owned())
-        };
+        let text = |v: &Value| scim_text(attribute, v);
         match attribute.to_ascii_lowercase().as_str() {
             "username" => self.user_name = Some(text(value)?),
             "externalid" => self.external_id = Some(text(value)?),
@@ -1116,6 +1118,7 @@ struct ScimGroupInput {
         max_length = 255
     )]
     displayName: String,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", max_length = 255)]
     externalId: Option<String>,
     members: Option<Vec<ScimMemberRef>>,
 }
@@ -1159,6 +1162,35 @@ async fn scim_group(
             format!("{base}/scim/v2/Groups/{}", group.id),
         ),
     })
+}
+
+/// A Group as a POST or PUT gives it: every attribute memberd keeps, so a
+/// PUT that leaves one out clears it (RFC 7644 §3.5.1) and displayName,
+/// which names the group, is required.
+struct GroupFields {
+    display_name: String,
+    external_id: Option<String>,
+    members: Vec<UserId>,
+}
+
+impl GroupFields {
+    fn parse(body: &Value) -> Result<Self, ScimError> {
+        let display_name = match &body["displayName"] {
+            Value::Null => None,
+            value => Some(scim_text("displayName", value)?),
+        }
+        .filter(|name| !name.trim().is_empty())
+        .ok_or_else(|| ScimError::bad("invalidValue", "displayName is required"))?;
+        let external_id = match &body["externalId"] {
+            Value::Null => None,
+            value => Some(scim_text("externalId", value)?),
+        };
+        Ok(Self {
+            display_name,
+            external_id,
+            members: member_ids(&body["members"])?,
+        })
+    }
 }
 
 /// The user ids in a `members` value: `[{"value": id}, …]`.
@@ -1233,24 +1265,19 @@ async fn create_group(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    let body = parse_body(&body)?;
-    let name = body["displayName"]
-        .as_str()
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| ScimError::bad("invalidValue", "displayName is required"))?;
-    let members = member_ids(&body["members"])?;
-    existing_users(&state, &client, &members).await?;
+    let fields = GroupFields::parse(&parse_body(&body)?)?;
+    existing_users(&state, &client, &fields.members).await?;
     let id = Uuid::new_v4();
     state
         .store
-        .insert_scim_group(id, name, body["externalId"].as_str())
+        .insert_scim_group(id, &fields.display_name, fields.external_id.as_deref())
         .await?;
     let group = state
         .store
         .scim_group(id)
         .await?
         .ok_or_else(ScimError::not_found)?;
-    set_members(&state, &client, &group, &members).await?;
+    set_members(&state, &client, &group, &fields.members).await?;
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
         StatusCode::CREATED,
@@ -1310,16 +1337,17 @@ async fn replace_group(
     body: Bytes,
 ) -> Result<Response, ScimError> {
     let group = load_group(&state, &id).await?;
-    let body = parse_body(&body)?;
-    let name = body["displayName"]
-        .as_str()
-        .unwrap_or(&group.display_name)
-        .to_owned();
+    let fields = GroupFields::parse(&parse_body(&body)?)?;
+    existing_users(&state, &client, &fields.members).await?;
     state
         .store
-        .rename_scim_group(group.id, &name, body["externalId"].as_str())
+        .rename_scim_group(
+            group.id,
+            &fields.display_name,
+            fields.external_id.as_deref(),
+        )
         .await?;
-    set_members(&state, &client, &group, &member_ids(&body["members"])?).await?;
+    set_members(&state, &client, &group, &fields.members).await?;
     let group = load_group(&state, &id).await?;
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
