@@ -39,6 +39,25 @@ async fn every_route_is_documented_and_every_documented_route_exists() {
     let paths = spec["paths"].as_object().unwrap();
     assert!(paths.len() >= 60, "{} paths", paths.len());
 
+    // Generated clients name their functions by operationId: one each, an
+    // identifier in any language.
+    let mut ids = std::collections::BTreeSet::new();
+    for operation in paths
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values())
+    {
+        let id = operation["operationId"].as_str().unwrap();
+        assert!(
+            id.starts_with(|c: char| c.is_ascii_lowercase())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{id}"
+        );
+        assert!(ids.insert(id), "{id} twice");
+    }
+    assert!(ids.contains("post_admin_roles_name_permissions"), "{ids:?}");
+
     let mut checked = 0;
     for (template, operations) in paths {
         let operations = operations.as_object().unwrap();

@@ -174,6 +174,9 @@ pub struct Doc {
     pub query: Option<Params>,
     /// How its errors are written, when not as memberd's error body (SCIM's).
     pub errors: Option<Body>,
+    /// Answers with an `ETag`, and 304 without a body to a matching
+    /// `If-None-Match`.
+    pub revalidates: bool,
 }
 
 impl Doc {
@@ -228,6 +231,12 @@ impl Doc {
         self
     }
 
+    /// Answers with an `ETag`; 304 Not Modified to a matching `If-None-Match`.
+    pub const fn revalidates(mut self) -> Self {
+        self.revalidates = true;
+        self
+    }
+
     /// Writes its errors as `T` under `media`.
     pub const fn errors_as<T: utoipa::ToSchema>(mut self, media: &'static str) -> Self {
         self.errors = Some(Body::Json(media, schema_of::<T>));
@@ -243,6 +252,7 @@ impl Doc {
             response: None,
             query: None,
             errors: None,
+            revalidates: false,
         }
     }
     pub const fn get(summary: &'static str, auth: Auth) -> Self {
@@ -274,6 +284,7 @@ pub struct Operation {
     pub response: Option<(&'static [u16], Body)>,
     pub query: Option<Params>,
     pub errors: Option<Body>,
+    pub revalidates: bool,
 }
 
 /// Routes with their documentation. Modules build one each; the router merges them.
@@ -355,6 +366,7 @@ impl Api {
             response: d.response,
             query: d.query,
             errors: d.errors.or(errors),
+            revalidates: d.revalidates,
         }));
         self
     }
@@ -449,6 +461,24 @@ fn error_statuses(op: &Operation, parameters: &[Value]) -> Vec<(u16, &'static st
     statuses
 }
 
+/// `post_admin_roles_name_permissions` for `POST /admin/roles/{name}/permissions`:
+/// an identifier in every language a generator writes, which a generated
+/// client names its functions by, and which a route keeps for as long as
+/// its path does.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
+    for word in path.split(|c: char| !c.is_ascii_alphanumeric() && c != '_') {
+        if !word.is_empty() {
+            id.push('_');
+            id.push_str(&word.to_ascii_lowercase());
+        }
+    }
+    if id == method.to_ascii_lowercase() {
+        id.push_str("_root");
+    }
+    id
+}
+
 /// The OpenAPI 3.1 document.
 pub fn document(operations: &[Operation]) -> Value {
     let mut paths: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
@@ -458,6 +488,15 @@ pub fn document(operations: &[Operation]) -> Value {
         let mut parameters = path_parameters(op.path, &mut schemas);
         if let Some(query) = op.query {
             parameters.extend(query());
+        }
+        if op.revalidates {
+            parameters.push(json!({
+                "name": "If-None-Match",
+                "in": "header",
+                "required": false,
+                "description": "The ETag of the copy the caller holds: 304 if it is current.",
+                "schema": { "type": "string" }
+            }));
         }
         let error_content = match op.errors {
             Some(body) => content(body, &mut schemas),
@@ -476,7 +515,17 @@ pub fn document(operations: &[Operation]) -> Value {
         );
         match op.response {
             Some((statuses, body)) => {
-                let success = response("Success.", content(body, &mut schemas));
+                let mut success = response("Success.", content(body, &mut schemas));
+                if op.revalidates {
+                    success["headers"] = json!({ "ETag": {
+                        "description": "Names this version; send it back as If-None-Match.",
+                        "schema": { "type": "string" }
+                    }});
+                    responses.insert(
+                        "304".into(),
+                        json!({ "description": "Not Modified: the copy the caller holds is current." }),
+                    );
+                }
                 for status in statuses {
                     responses.insert(status.to_string(), success.clone());
                 }
@@ -491,7 +540,7 @@ pub fn document(operations: &[Operation]) -> Value {
         let mut operation = json!({
             "tags": [op.tag],
             "summary": op.summary,
-            "operationId": format!("{} {}", op.method, op.path),
+            "operationId": operation_id(op.method, op.path),
             "security": op.auth.security(),
             "responses": responses,
         });
