@@ -109,7 +109,8 @@ pub fn routes() -> Api {
             "/me/permissions/snapshot",
             get(my_snapshot),
             &[Doc::get("The caller's own permission snapshot", Viewer)
-                .answers::<super::internal::Snapshot>(&[200])],
+                .answers::<super::internal::Snapshot>(&[200])
+                .revalidates()],
         )
         .route(
             "/.well-known/jwks.json",

@@ -34,7 +34,8 @@ pub fn routes() -> Api {
                 "A user's permission snapshot, with an ETag (304 for a matching If-None-Match)",
                 Internal,
             )
-            .answers::<Snapshot>(&[200])],
+            .answers::<Snapshot>(&[200])
+            .revalidates()],
         )
         .route(
             "/internal/changes",
