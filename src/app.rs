@@ -27,6 +27,7 @@ use crate::service::clients::{ClientAdmin, ClientAuthenticator};
 use crate::service::directory::Directory;
 use crate::service::health::Health;
 use crate::service::oidc::Oidc;
+use crate::service::provisioning::Provisioning;
 use crate::service::sessions::{RedisSessions, SessionStore};
 use crate::store::Store;
 
@@ -36,6 +37,8 @@ const DEV_KEK_SETTING: &str = "dev_key_encryption_key";
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// The pool, closed last when serving ends.
+    store: Store,
     /// A development secret generated for this start, kept and shown once listening.
     new_secret: Option<Secret>,
     /// Tasks that use the pool in the background (the change follower, the
@@ -279,6 +282,7 @@ impl Application {
             authentik,
             oidc,
             frontend_tokens,
+            provisioning: Provisioning::new(store.clone(), directory.clone(), auth.clone()),
             auth,
             directory,
             engine,
@@ -291,11 +295,11 @@ impl Application {
             client_admin: ClientAdmin::new(store.clone(), hashes),
             internal_secrets: Arc::new(internal_secrets),
             settings: Arc::new(settings),
-            store,
         };
         Ok(Self {
             listener,
             state,
+            store,
             new_secret,
             background: vec![follower, maintenance],
         })
@@ -316,7 +320,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let store = self.state.store.clone();
+        let store = self.store.clone();
         let grace = self.state.settings.shutdown_grace;
         tracing::info!(
             addr = %self.local_addr(),

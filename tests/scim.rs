@@ -233,6 +233,52 @@ async fn groups_linked_to_a_role_carry_it_to_their_members(s) {
     assert!(roles_of("bob").await.is_empty(), "deleting the group takes its role");
 }
 
+async fn a_group_patch_is_applied_whole_or_not_at_all(s) {
+    let alice = s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"})).await;
+    let bob = s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "bob"})).await;
+    let role = s.app.admin(&s.creds, "/admin/roles").json(&json!({"name": "editors"})).send().await.unwrap();
+    assert_eq!(role.status(), StatusCode::CREATED);
+    let group = |name: &str| json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name,
+        "members": [{"value": alice["id"]}]});
+    let (_, editors) = s.send(Method::POST, "/scim/v2/Groups", Some(group("Editors"))).await;
+    let (status, _) = s.send(Method::POST, "/scim/v2/Groups", Some(group("Writers"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let path = format!("/scim/v2/Groups/{}", editors["id"].as_str().unwrap());
+    let linked = s.app.http.put(s.app.url(&format!("/admin/scim/groups/{}/role", editors["id"].as_str().unwrap())))
+        .header("X-Client-Key", &s.creds.client_key).header("X-API-Key", &s.creds.api_key)
+        .json(&json!({"role": "editors"})).send().await.unwrap();
+    assert_eq!(linked.status(), StatusCode::OK);
+    let revision = |snapshot: Value| snapshot["revision"].as_i64().unwrap();
+    let before = revision(s.app.snapshot("bob").await.json().await.unwrap());
+
+    // Bob joins, then the rename collides with the other group: the whole
+    // PATCH is refused, and Bob neither joined nor came to hold the role.
+    let (status, error) = s.send(Method::PATCH, &path, Some(patch(json!([
+        {"op": "add", "path": "members", "value": [{"value": bob["id"]}]},
+        {"op": "replace", "path": "displayName", "value": "writers"}
+    ])))).await;
+    assert_eq!((status, &error["scimType"]), (StatusCode::CONFLICT, &json!("uniqueness")), "{error}");
+    let (status, error) = s.send(Method::PATCH, &path, Some(patch(json!([
+        {"op": "remove", "path": "members", "value": [{"value": alice["id"]}]},
+        {"op": "add", "path": "members", "value": [{"value": "2819c223-7f76-453a-919d-413861904646"}]}
+    ])))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let (_, unchanged) = s.send(Method::GET, &path, None).await;
+    assert_eq!(unchanged["displayName"], "Editors");
+    let members: Vec<&str> = unchanged["members"].as_array().unwrap().iter().map(|m| m["display"].as_str().unwrap()).collect();
+    assert_eq!(members, ["alice"], "{unchanged}");
+    let bob_now: Value = s.app.snapshot("bob").await.json().await.unwrap();
+    assert_eq!(bob_now["roles"], json!([]), "{bob_now}");
+    assert_eq!(revision(bob_now), before, "a refused write moves no revision");
+
+    // A rename alone changes no one's permissions: the revision stays.
+    let (status, renamed) = s.send(Method::PATCH, &path, Some(patch(json!([
+        {"op": "replace", "path": "displayName", "value": "Editors 2"}
+    ])))).await;
+    assert_eq!((status, &renamed["displayName"]), (StatusCode::OK, &json!("Editors 2")), "{renamed}");
+    assert_eq!(revision(s.app.snapshot("bob").await.json().await.unwrap()), before);
+}
+
 async fn a_group_write_that_is_refused_changes_nothing(s) {
     let alice = s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"})).await;
     let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Editors",

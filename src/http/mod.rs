@@ -34,7 +34,7 @@ use crate::service::authentik::Authentik;
 use crate::service::clients::{ClientAdmin, ClientAuthenticator};
 use crate::service::directory::Directory;
 use crate::service::oidc::Oidc;
-use crate::store::Store;
+
 use error::ApiError;
 
 /// Every route, with its documentation.
@@ -77,9 +77,8 @@ pub fn api(state: AppState) -> openapi::Api {
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
-    /// Only the SCIM handlers still reach the store themselves; their rules
-    /// belong in a service of their own (issue 15), and then this goes.
-    pub store: Store,
+    /// SCIM's users and groups.
+    pub provisioning: crate::service::provisioning::Provisioning,
     pub directory: Directory,
     pub audit_log: crate::service::audit_log::AuditLog,
     pub health: crate::service::health::Health,

@@ -22,13 +22,11 @@ use super::extract::{AdminCaller, JsonBody, client_info};
 use super::openapi::{Api, Auth, Doc, SCIM_JSON};
 use crate::authn::Secret;
 use crate::model::Capability;
-use crate::model::{
-    ApiClient, AssignmentSource, AuthentikSub, DisplayName, Email, RoleAssignment, RoleName, Scope,
-    ScopeId, UserId, UserUpsert,
-};
+use crate::model::{ApiClient, RoleName, UserId};
+use crate::service::ServiceError;
 use crate::service::clients::{ClientAuthError, ClientRequest, Freshness};
-use crate::service::{Authority, ServiceError};
-use crate::store::{ScimFilter, ScimGroupRow, ScimUserRow, StoreError};
+use crate::service::provisioning::{GroupFields, GroupOperation, UserFields};
+use crate::store::{ScimFilter, ScimGroupRow, ScimUserRow};
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
@@ -178,24 +176,19 @@ impl IntoResponse for ScimError {
 impl From<ServiceError> for ScimError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::NotFound(_) => Self::not_found(),
+            ServiceError::NotFound(what) => {
+                Self::new(StatusCode::NOT_FOUND, None, format!("no such {what}"))
+            }
+            ServiceError::Conflict(what) => Self::new(
+                StatusCode::CONFLICT,
+                Some("uniqueness"),
+                format!("a {what} exists"),
+            ),
+            ServiceError::Invalid(detail) => Self::bad("invalidValue", detail),
             other => {
                 tracing::error!(error = %other, "SCIM request failed");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error")
             }
-        }
-    }
-}
-
-impl From<StoreError> for ScimError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::AlreadyExists(_) => Self::new(
-                StatusCode::CONFLICT,
-                Some("uniqueness"),
-                "another user has this userName",
-            ),
-            other => ServiceError::from(other).into(),
         }
     }
 }
@@ -432,88 +425,58 @@ fn scim_text(attribute: &str, value: &Value) -> Result<String, ScimError> {
     Ok(text.to_owned())
 }
 
-/// The attributes of a User memberd keeps, read leniently from a resource.
-#[derive(Debug, Default, Clone)]
-struct UserFields {
-    user_name: Option<String>,
-    external_id: Option<String>,
-    display_name: Option<String>,
-    email: Option<String>,
-    active: Option<bool>,
+/// Reads the attributes present in `resource` (a User, or a PATCH value)
+/// into `fields`, leniently: others are ignored.
+fn absorb(fields: &mut UserFields, resource: &Value) -> Result<(), ScimError> {
+    let Some(object) = resource.as_object() else {
+        return Err(ScimError::bad("invalidValue", "expected an object"));
+    };
+    for (key, value) in object {
+        set_attribute(fields, key, value)?;
+    }
+    Ok(())
 }
 
-impl UserFields {
-    /// Takes the attributes present in `resource` (a User, or a PATCH value).
-    fn absorb(&mut self, resource: &Value) -> Result<(), ScimError> {
-        let Some(object) = resource.as_object() else {
-            return Err(ScimError::bad("invalidValue", "expected an object"));
-        };
-        for (key, value) in object {
-            self.set(key, value)?;
-        }
-        Ok(())
-    }
-
-    fn set(&mut self, attribute: &str, value: &Value) -> Result<(), ScimError> {
-        let text = |v: &Value| scim_text(attribute, v);
-        match attribute.to_ascii_lowercase().as_str() {
-            "username" => self.user_name = Some(text(value)?),
-            "externalid" => self.external_id = Some(text(value)?),
-            "displayname" => self.display_name = Some(text(value)?),
-            "name" => {
-                let formatted = value["formatted"].as_str().map(str::to_owned).or_else(|| {
-                    let parts: Vec<&str> = [&value["givenName"], &value["familyName"]]
-                        .iter()
-                        .filter_map(|v| v.as_str())
-                        .collect();
-                    (!parts.is_empty()).then(|| parts.join(" "))
-                });
-                if self.display_name.is_none() {
-                    self.display_name = formatted;
-                }
-            }
-            "emails" => {
-                let emails = value
-                    .as_array()
-                    .ok_or_else(|| ScimError::bad("invalidValue", "emails must be an array"))?;
-                let chosen = emails
+fn set_attribute(fields: &mut UserFields, attribute: &str, value: &Value) -> Result<(), ScimError> {
+    let text = |v: &Value| scim_text(attribute, v);
+    match attribute.to_ascii_lowercase().as_str() {
+        "username" => fields.user_name = Some(text(value)?),
+        "externalid" => fields.external_id = Some(text(value)?),
+        "displayname" => fields.display_name = Some(text(value)?),
+        "name" => {
+            let formatted = value["formatted"].as_str().map(str::to_owned).or_else(|| {
+                let parts: Vec<&str> = [&value["givenName"], &value["familyName"]]
                     .iter()
-                    .find(|e| e["primary"] == true)
-                    .or_else(|| emails.first());
-                self.email = chosen.and_then(|e| e["value"].as_str()).map(str::to_owned);
+                    .filter_map(|v| v.as_str())
+                    .collect();
+                (!parts.is_empty()).then(|| parts.join(" "))
+            });
+            if fields.display_name.is_none() {
+                fields.display_name = formatted;
             }
-            "active" => {
-                self.active = Some(match value {
-                    Value::Bool(b) => *b,
-                    // Some providers send booleans as strings in PATCH values.
-                    Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-                    Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-                    _ => return Err(ScimError::bad("invalidValue", "active must be a boolean")),
-                })
-            }
-            _ => {}
         }
-        Ok(())
+        "emails" => {
+            let emails = value
+                .as_array()
+                .ok_or_else(|| ScimError::bad("invalidValue", "emails must be an array"))?;
+            let chosen = emails
+                .iter()
+                .find(|e| e["primary"] == true)
+                .or_else(|| emails.first());
+            fields.email = chosen.and_then(|e| e["value"].as_str()).map(str::to_owned);
+        }
+        "active" => {
+            fields.active = Some(match value {
+                Value::Bool(b) => *b,
+                // Some providers send booleans as strings in PATCH values.
+                Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                _ => return Err(ScimError::bad("invalidValue", "active must be a boolean")),
+            })
+        }
+        _ => {}
     }
-
-    fn upsert(&self, sub: AuthentikSub) -> Result<UserUpsert, ScimError> {
-        Ok(UserUpsert {
-            authentik_sub: sub,
-            email: self
-                .email
-                .clone()
-                .map(Email::parse)
-                .transpose()
-                .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?,
-            display_name: self
-                .display_name
-                .clone()
-                .map(DisplayName::parse)
-                .transpose()
-                .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?,
-            is_active: self.active,
-        })
-    }
+    Ok(())
 }
 
 fn parse_body(bytes: &Bytes) -> Result<Value, ScimError> {
@@ -540,62 +503,6 @@ fn user_id(raw: &str) -> Result<UserId, ScimError> {
         .map_err(|_| ScimError::not_found())
 }
 
-/// A user this client provisioned. Others' users do not exist for it (404),
-/// so a SCIM client can neither read nor change them. A user provisioned
-/// before ownership was recorded is adopted by the first client to touch
-/// it, unless it is an operator of memberd.
-async fn load(state: &AppState, client: &ApiClient, id: UserId) -> Result<ScimUserRow, ScimError> {
-    let row = state
-        .store
-        .scim_user(id)
-        .await?
-        .ok_or_else(ScimError::not_found)?;
-    match &row.client_key {
-        Some(owner) if *owner == client.client_key => Ok(row),
-        Some(_) => Err(ScimError::not_found()),
-        None => {
-            let sub = AuthentikSub::parse(row.authentik_sub.clone())
-                .map_err(|_| ScimError::not_found())?;
-            state
-                .auth
-                .guard_operator(Authority::Delegated, &sub)
-                .await
-                .map_err(|_| ScimError::not_found())?;
-            Ok(row)
-        }
-    }
-}
-
-/// Writes the fields to the user (and signs a deactivated user out). The
-/// SCIM record goes first: a userName another user has is refused (409)
-/// before anything of the user changes.
-async fn save(
-    state: &AppState,
-    client: &ApiClient,
-    existing: Option<UserId>,
-    sub: AuthentikSub,
-    fields: &UserFields,
-    user_name: &str,
-) -> Result<UserId, ScimError> {
-    let upsert = fields.upsert(sub)?;
-    let record = |id| {
-        state.store.put_scim_user(
-            &client.client_key,
-            id,
-            user_name,
-            fields.external_id.as_deref(),
-        )
-    };
-    if let Some(id) = existing {
-        record(id).await?;
-    }
-    let user = state.auth.upsert_user(&upsert).await?;
-    if existing.is_none() {
-        record(user.id).await?;
-    }
-    Ok(user.id)
-}
-
 fn host(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
         .get(header::HOST)
@@ -610,44 +517,8 @@ async fn create_user(
     body: Bytes,
 ) -> Result<Response, ScimError> {
     let mut fields = UserFields::default();
-    fields.absorb(&parse_body(&body)?)?;
-    let user_name = fields
-        .user_name
-        .clone()
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| ScimError::bad("invalidValue", "userName is required"))?;
-    if state
-        .store
-        .scim_users(None, &ScimFilter::UserName(user_name.clone()), 0, 1)
-        .await?
-        .0
-        > 0
-    {
-        return Err(ScimError::new(
-            StatusCode::CONFLICT,
-            Some("uniqueness"),
-            "a user with this userName exists",
-        ));
-    }
-    // The provider's stable id (Authentik sends the user's uid as externalId)
-    // is the subject its tokens carry; without one, the userName.
-    let sub_text = fields
-        .external_id
-        .clone()
-        .unwrap_or_else(|| user_name.clone());
-    let sub =
-        AuthentikSub::parse(sub_text).map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
-    // A SCIM client provisions new users only: it never takes over one that
-    // exists (an operator, a user another client or a provider made).
-    if sub.is_reserved() || state.store.user_by_sub(&sub).await?.is_some() {
-        return Err(ScimError::new(
-            StatusCode::CONFLICT,
-            Some("uniqueness"),
-            "a user with this externalId exists",
-        ));
-    }
-    let id = save(&state, &client, None, sub, &fields, &user_name).await?;
-    let row = load(&state, &client, id).await?;
+    absorb(&mut fields, &parse_body(&body)?)?;
+    let row = state.provisioning.create_user(&client, &fields).await?;
     Ok(scim_json(
         StatusCode::CREATED,
         &scim_user(&row, &base_url(host(&headers).as_deref(), &state)),
@@ -660,7 +531,7 @@ async fn get_user(
     headers: axum::http::HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ScimError> {
-    let row = load(&state, &client, user_id(&id)?).await?;
+    let row = state.provisioning.user(&client, user_id(&id)?).await?;
     Ok(user_response(&state, &headers, &row))
 }
 
@@ -740,8 +611,8 @@ async fn list_users(
     } = ListParams::parse(query)?;
     let filter = parse_filter(filter.as_deref())?;
     let (total, rows) = state
-        .store
-        .scim_users(Some(&client.client_key), &filter, start_index - 1, count)
+        .provisioning
+        .users(&client, &filter, start_index - 1, count)
         .await?;
     let base = base_url(host(&headers).as_deref(), &state);
     let resources: Vec<ScimUser> = rows.iter().map(|r| scim_user(r, &base)).collect();
@@ -788,12 +659,15 @@ async fn replace_user(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    let row = load(&state, &client, user_id(&id)?).await?;
+    let row = state.provisioning.user(&client, user_id(&id)?).await?;
     let mut fields = UserFields::default();
-    fields.absorb(&parse_body(&body)?)?;
+    absorb(&mut fields, &parse_body(&body)?)?;
     // A replace without `active` leaves the user active (RFC 7643's default).
     fields.active.get_or_insert(true);
-    let row = update(&state, &client, &row, &fields).await?;
+    let row = state
+        .provisioning
+        .update_user(&client, &row, &fields)
+        .await?;
     Ok(user_response(&state, &headers, &row))
 }
 
@@ -804,7 +678,7 @@ async fn patch_user(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    let row = load(&state, &client, user_id(&id)?).await?;
+    let row = state.provisioning.user(&client, user_id(&id)?).await?;
     let body = parse_body(&body)?;
     if !body["schemas"]
         .as_array()
@@ -835,7 +709,7 @@ async fn patch_user(
         }
         let value = &operation["value"];
         match operation["path"].as_str() {
-            None => fields.absorb(value)?,
+            None => absorb(&mut fields, value)?,
             // `emails[type eq "work"].value` and the like set the email.
             Some(path) if path.to_ascii_lowercase().starts_with("emails") => {
                 let email = value.as_str().map(str::to_owned).or_else(|| {
@@ -847,30 +721,14 @@ async fn patch_user(
                 });
                 fields.email = email;
             }
-            Some(path) => fields.set(path, value)?,
+            Some(path) => set_attribute(&mut fields, path, value)?,
         }
     }
-    let row = update(&state, &client, &row, &fields).await?;
+    let row = state
+        .provisioning
+        .update_user(&client, &row, &fields)
+        .await?;
     Ok(user_response(&state, &headers, &row))
-}
-
-/// Applies the fields to a provisioned user (its userName kept unless given)
-/// and reads it back.
-async fn update(
-    state: &AppState,
-    client: &ApiClient,
-    row: &ScimUserRow,
-    fields: &UserFields,
-) -> Result<ScimUserRow, ScimError> {
-    let user_name = fields
-        .user_name
-        .clone()
-        .unwrap_or_else(|| row.user_name.clone());
-    let sub = AuthentikSub::parse(row.authentik_sub.clone())
-        .map_err(|e| ScimError::bad("invalidValue", e.to_string()))?;
-    let id = UserId(row.user_id);
-    save(state, client, Some(id), sub, fields, &user_name).await?;
-    load(state, client, id).await
 }
 
 fn user_response(state: &AppState, headers: &axum::http::HeaderMap, row: &ScimUserRow) -> Response {
@@ -886,13 +744,16 @@ async fn delete_user(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ScimError> {
-    let row = load(&state, &client, user_id(&id)?).await?;
+    let row = state.provisioning.user(&client, user_id(&id)?).await?;
     let fields = UserFields {
         external_id: row.external_id.clone(),
         active: Some(false),
         ..UserFields::default()
     };
-    update(&state, &client, &row, &fields).await?;
+    state
+        .provisioning
+        .update_user(&client, &row, &fields)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1020,68 +881,12 @@ pub fn group_routes() -> Api {
         .merge(link)
 }
 
-/// Where a linked group's members hold its role: everywhere.
-fn everywhere(role: &str) -> Result<RoleAssignment, ScimError> {
-    Ok(RoleAssignment {
-        role: RoleName::parse(role).map_err(|e| ScimError::bad("invalidValue", e.to_string()))?,
-        scope: Scope {
-            scope_type: "*".into(),
-            scope_id: ScopeId::parse("*").expect("a valid scope id"),
-        },
-    })
-}
-
-/// Puts the user in the group or takes them out; a group linked to a role
-/// gives or takes the role with it.
-pub async fn set_membership(
-    state: &AppState,
-    group: &ScimGroupRow,
-    user: UserId,
-    member: bool,
-) -> Result<(), ServiceError> {
-    let changed = state.store.set_scim_member(group.id, user, member).await?;
-    if let (true, Some(role)) = (changed, &group.role_name) {
-        hold_role(state, role, user, member).await?;
-    }
-    Ok(())
-}
-
-/// Gives the user the role everywhere, or takes it.
-async fn hold_role(
-    state: &AppState,
-    role: &str,
-    user: UserId,
-    hold: bool,
-) -> Result<(), ServiceError> {
-    let Some(sub) = state.store.user_by_id(user).await?.map(|u| u.authentik_sub) else {
-        return Ok(());
-    };
-    let assignment = everywhere(role).map_err(|e| ServiceError::Invalid(e.detail))?;
-    // The group was linked to the role by a holder of `admin`: membership
-    // carries the role on that authority, not the SCIM client's.
-    if hold {
-        state
-            .directory
-            .assign_role(Authority::Full, AssignmentSource::Scim, &sub, &assignment)
-            .await?;
-    } else {
-        state
-            .directory
-            .unassign_role(Authority::Full, AssignmentSource::Scim, &sub, &assignment)
-            .await?;
-    }
-    Ok(())
-}
-
+/// The group a path names; an id that is not a UUID names none.
 async fn load_group(state: &AppState, raw: &str) -> Result<ScimGroupRow, ScimError> {
     let id: Uuid = raw
         .parse()
         .map_err(|_| ScimError::new(StatusCode::NOT_FOUND, None, "no such group"))?;
-    state
-        .store
-        .scim_group(id)
-        .await?
-        .ok_or_else(|| ScimError::new(StatusCode::NOT_FOUND, None, "no such group"))
+    Ok(state.provisioning.group(id).await?)
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -1136,8 +941,8 @@ async fn scim_group(
     base: &str,
 ) -> Result<ScimGroup, ScimError> {
     let members = state
-        .store
-        .scim_members(group.id)
+        .provisioning
+        .members(group.id)
         .await?
         .iter()
         .map(|m| ScimMember {
@@ -1167,30 +972,22 @@ async fn scim_group(
 /// A Group as a POST or PUT gives it: every attribute memberd keeps, so a
 /// PUT that leaves one out clears it (RFC 7644 §3.5.1) and displayName,
 /// which names the group, is required.
-struct GroupFields {
-    display_name: String,
-    external_id: Option<String>,
-    members: Vec<UserId>,
-}
-
-impl GroupFields {
-    fn parse(body: &Value) -> Result<Self, ScimError> {
-        let display_name = match &body["displayName"] {
-            Value::Null => None,
-            value => Some(scim_text("displayName", value)?),
-        }
-        .filter(|name| !name.trim().is_empty())
-        .ok_or_else(|| ScimError::bad("invalidValue", "displayName is required"))?;
-        let external_id = match &body["externalId"] {
-            Value::Null => None,
-            value => Some(scim_text("externalId", value)?),
-        };
-        Ok(Self {
-            display_name,
-            external_id,
-            members: member_ids(&body["members"])?,
-        })
+fn group_fields(body: &Value) -> Result<GroupFields, ScimError> {
+    let display_name = match &body["displayName"] {
+        Value::Null => None,
+        value => Some(scim_text("displayName", value)?),
     }
+    .filter(|name| !name.trim().is_empty())
+    .ok_or_else(|| ScimError::bad("invalidValue", "displayName is required"))?;
+    let external_id = match &body["externalId"] {
+        Value::Null => None,
+        value => Some(scim_text("externalId", value)?),
+    };
+    Ok(GroupFields {
+        display_name,
+        external_id,
+        members: member_ids(&body["members"])?,
+    })
 }
 
 /// The user ids in a `members` value: `[{"value": id}, …]`.
@@ -1215,69 +1012,14 @@ fn member_ids(value: &Value) -> Result<Vec<UserId>, ScimError> {
         .collect()
 }
 
-/// Members must be users this client provisioned: a group linked to a role
-/// must not become a way to give that role to anyone else (an operator).
-async fn existing_users(
-    state: &AppState,
-    client: &ApiClient,
-    ids: &[UserId],
-) -> Result<(), ScimError> {
-    for id in ids {
-        match load(state, client, *id).await {
-            Ok(_) => {}
-            Err(e) if e.status == StatusCode::NOT_FOUND => {
-                return Err(ScimError::bad("invalidValue", format!("no user {}", id.0)));
-            }
-            // A store that cannot answer is its own error, not a missing user.
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Makes the group's members exactly `wanted`.
-async fn set_members(
-    state: &AppState,
-    client: &ApiClient,
-    group: &ScimGroupRow,
-    wanted: &[UserId],
-) -> Result<(), ScimError> {
-    existing_users(state, client, wanted).await?;
-    let current: Vec<UserId> = state
-        .store
-        .scim_members(group.id)
-        .await?
-        .iter()
-        .map(|m| UserId(m.user_id))
-        .collect();
-    for user in current.iter().filter(|u| !wanted.contains(u)) {
-        set_membership(state, group, *user, false).await?;
-    }
-    for user in wanted.iter().filter(|u| !current.contains(u)) {
-        set_membership(state, group, *user, true).await?;
-    }
-    Ok(())
-}
-
 async fn create_group(
     ScimCaller(client): ScimCaller,
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    let fields = GroupFields::parse(&parse_body(&body)?)?;
-    existing_users(&state, &client, &fields.members).await?;
-    let id = Uuid::new_v4();
-    state
-        .store
-        .insert_scim_group(id, &fields.display_name, fields.external_id.as_deref())
-        .await?;
-    let group = state
-        .store
-        .scim_group(id)
-        .await?
-        .ok_or_else(ScimError::not_found)?;
-    set_members(&state, &client, &group, &fields.members).await?;
+    let fields = group_fields(&parse_body(&body)?)?;
+    let group = state.provisioning.create_group(&client, &fields).await?;
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
         StatusCode::CREATED,
@@ -1312,7 +1054,7 @@ async fn list_groups(
         Some((attribute, value)) if attribute == "displayname" => Some(value),
         Some(_) => return Err(unsupported_filter(filter)),
     };
-    let groups = state.store.scim_groups(name.as_deref()).await?;
+    let groups = state.provisioning.groups(name.as_deref()).await?;
     let base = base_url(host(&headers).as_deref(), &state);
     let page = groups
         .iter()
@@ -1337,18 +1079,11 @@ async fn replace_group(
     body: Bytes,
 ) -> Result<Response, ScimError> {
     let group = load_group(&state, &id).await?;
-    let fields = GroupFields::parse(&parse_body(&body)?)?;
-    existing_users(&state, &client, &fields.members).await?;
-    state
-        .store
-        .rename_scim_group(
-            group.id,
-            &fields.display_name,
-            fields.external_id.as_deref(),
-        )
+    let fields = group_fields(&parse_body(&body)?)?;
+    let group = state
+        .provisioning
+        .replace_group(&client, group.id, &fields)
         .await?;
-    set_members(&state, &client, &group, &fields.members).await?;
-    let group = load_group(&state, &id).await?;
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
         StatusCode::OK,
@@ -1380,65 +1115,11 @@ async fn patch_group(
     body: Bytes,
 ) -> Result<Response, ScimError> {
     let group = load_group(&state, &id).await?;
-    let body = parse_body(&body)?;
-    let operations = body["Operations"]
-        .as_array()
-        .ok_or_else(|| ScimError::bad("invalidSyntax", "Operations must be an array"))?;
-    for operation in operations {
-        let op = operation["op"]
-            .as_str()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let path = operation["path"].as_str().unwrap_or_default();
-        let value = &operation["value"];
-        match (op.as_str(), path) {
-            ("add", p) if p.eq_ignore_ascii_case("members") => {
-                let ids = member_ids(value)?;
-                existing_users(&state, &client, &ids).await?;
-                for user in ids {
-                    set_membership(&state, &group, user, true).await?;
-                }
-            }
-            ("remove", p) if p.eq_ignore_ascii_case("members") => {
-                for user in member_ids(value)? {
-                    set_membership(&state, &group, user, false).await?;
-                }
-            }
-            ("remove", p) if member_in_path(p).is_some() => {
-                let user = member_in_path(p).expect("checked above");
-                set_membership(&state, &group, user, false).await?;
-            }
-            ("replace", p) if p.eq_ignore_ascii_case("members") => {
-                set_members(&state, &client, &group, &member_ids(value)?).await?;
-            }
-            ("replace", p)
-                if p.eq_ignore_ascii_case("displayName")
-                    || (p.is_empty() && value["displayName"].is_string()) =>
-            {
-                let name = value
-                    .as_str()
-                    .or(value["displayName"].as_str())
-                    .unwrap_or_default();
-                if name.trim().is_empty() {
-                    return Err(ScimError::bad(
-                        "invalidValue",
-                        "displayName must be a string",
-                    ));
-                }
-                state
-                    .store
-                    .rename_scim_group(group.id, name, group.external_id.as_deref())
-                    .await?;
-            }
-            _ => {
-                return Err(ScimError::bad(
-                    "invalidPath",
-                    format!("unsupported operation {op:?} on {path:?}"),
-                ));
-            }
-        }
-    }
-    let group = load_group(&state, &id).await?;
+    let operations = group_operations(&parse_body(&body)?)?;
+    let group = state
+        .provisioning
+        .patch_group(&client, group.id, &operations)
+        .await?;
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
         StatusCode::OK,
@@ -1446,15 +1127,68 @@ async fn patch_group(
     ))
 }
 
+/// A group's PATCH operations (RFC 7644 §3.5.2): members added, removed
+/// (all given, or one by a `members[value eq "…"]` path) or replaced, and
+/// the displayName replaced.
+fn group_operations(body: &Value) -> Result<Vec<GroupOperation>, ScimError> {
+    let operations = body["Operations"]
+        .as_array()
+        .ok_or_else(|| ScimError::bad("invalidSyntax", "Operations must be an array"))?;
+    operations
+        .iter()
+        .map(|operation| {
+            let op = operation["op"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let path = operation["path"].as_str().unwrap_or_default();
+            let value = &operation["value"];
+            Ok(match (op.as_str(), path) {
+                ("add", p) if p.eq_ignore_ascii_case("members") => {
+                    GroupOperation::AddMembers(member_ids(value)?)
+                }
+                ("remove", p) if p.eq_ignore_ascii_case("members") => {
+                    GroupOperation::RemoveMembers(member_ids(value)?)
+                }
+                ("remove", p) if member_in_path(p).is_some() => {
+                    GroupOperation::RemoveMembers(member_in_path(p).into_iter().collect())
+                }
+                ("replace", p) if p.eq_ignore_ascii_case("members") => {
+                    GroupOperation::ReplaceMembers(member_ids(value)?)
+                }
+                ("replace", p)
+                    if p.eq_ignore_ascii_case("displayName")
+                        || (p.is_empty() && value["displayName"].is_string()) =>
+                {
+                    let name = value.as_str().or(value["displayName"].as_str());
+                    let name = scim_text("displayName", &json!(name))?;
+                    if name.trim().is_empty() {
+                        return Err(ScimError::bad(
+                            "invalidValue",
+                            "displayName must be a string",
+                        ));
+                    }
+                    GroupOperation::Rename(name)
+                }
+                _ => {
+                    return Err(ScimError::bad(
+                        "invalidPath",
+                        format!("unsupported operation {op:?} on {path:?}"),
+                    ));
+                }
+            })
+        })
+        .collect()
+}
+
 /// Deletes the group; a linked role is taken from its members.
 async fn delete_group(
-    ScimCaller(client): ScimCaller,
+    _: ScimCaller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ScimError> {
     let group = load_group(&state, &id).await?;
-    set_members(&state, &client, &group, &[]).await?;
-    state.store.delete_scim_group(group.id).await?;
+    state.provisioning.delete_group(group.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1479,50 +1213,21 @@ struct LinkedGroup {
 /// Links a SCIM group to a role (or unlinks it): the members gain (or lose)
 /// the role everywhere, and later membership changes carry it along.
 async fn link_group_role(
-    caller: AdminCaller,
+    _: AdminCaller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<GroupRole>,
 ) -> Result<Json<LinkedGroup>, ApiError> {
-    let group = load_group(&state, &id)
-        .await
-        .map_err(|_| ApiError::not_found("group_not_found", "no such SCIM group"))?;
-    if let Some(role) = &body.role {
-        state.directory.role(role).await?;
-    }
-    let members: Vec<UserId> = state
-        .store
-        .scim_members(group.id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .iter()
-        .map(|m| UserId(m.user_id))
-        .collect();
-    // Take the old role from the members, link, then give the new one.
-    if let Some(old) = &group.role_name {
-        for user in &members {
-            hold_role(&state, old, *user, false).await?;
-        }
-    }
-    state
-        .store
-        .set_scim_group_role(group.id, body.role.as_ref().map(RoleName::as_str))
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    if let Some(new) = &body.role {
-        for user in &members {
-            hold_role(&state, new.as_str(), *user, true).await?;
-        }
-    }
-    let linked = ScimGroupRow {
-        role_name: body.role.as_ref().map(|r| r.as_str().to_owned()),
-        ..group
+    let not_found = || ApiError::not_found("group_not_found", "no such SCIM group");
+    let id: Uuid = id.parse().map_err(|_| not_found())?;
+    let (group, members) = match state.provisioning.link_role(id, body.role.as_ref()).await {
+        Err(ServiceError::NotFound("group")) => return Err(not_found()),
+        other => other?,
     };
-    tracing::info!(actor = %caller.actor(), group = %linked.display_name, role = ?linked.role_name, "SCIM group linked");
     Ok(Json(LinkedGroup {
-        id: linked.id,
-        display_name: linked.display_name,
-        role: linked.role_name,
-        members: members.len(),
+        id: group.id,
+        display_name: group.display_name,
+        role: group.role_name,
+        members,
     }))
 }

@@ -424,6 +424,36 @@ impl Directory {
         Ok(outcome)
     }
 
+    /// Writes one SCIM write to a group in one transaction, then brings the
+    /// roles its members came to hold, or let go of, into the index. Who
+    /// linked the group to its role held `admin`: membership carries the
+    /// role on that authority, not the SCIM client's.
+    pub async fn change_scim_group(
+        &self,
+        group: uuid::Uuid,
+        change: &crate::store::GroupChange<'_>,
+    ) -> Result<(), ServiceError> {
+        let _writer = self.writer.lock().await;
+        let applied = self.store.change_scim_group(group, change).await?;
+        if applied.held.is_empty() {
+            return Ok(());
+        }
+        let revision = applied.revision;
+        self.engine.apply(revision, |ix| {
+            for (user, role, holds) in &applied.held {
+                ix.touch_user(*user, revision.0);
+                if *holds {
+                    ix.assign(*user, role.as_str(), "*", "*")?;
+                } else {
+                    ix.unassign(*user, role.as_str(), "*", "*");
+                }
+            }
+            Ok::<(), crate::authz::index::IndexError>(())
+        })?;
+        tracing::info!(%group, %revision, changed = applied.held.len(), "SCIM group's role holders changed");
+        Ok(())
+    }
+
     pub async fn unassign_role(
         &self,
         authority: Authority,

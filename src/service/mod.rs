@@ -12,6 +12,7 @@ pub mod follow;
 pub mod health;
 pub mod menus;
 pub mod oidc;
+pub mod provisioning;
 pub mod sessions;
 
 use crate::store::StoreError;

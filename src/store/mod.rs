@@ -45,7 +45,9 @@ pub use backup::{Document as ExportDocument, Imported};
 pub use identities::Identity;
 pub use login::{Attempt, ThrottleState};
 pub use rules::RulesOutcome;
-pub use scim::{ScimFilter, ScimGroupRow, ScimMemberRow, ScimUserRow};
+pub use scim::{
+    GroupChange, GroupPolicyChange, ScimFilter, ScimGroupRow, ScimMemberRow, ScimUserRow,
+};
 pub use sessions::RefreshOutcome;
 pub use users::{ChangesSince, PolicyDelta};
 

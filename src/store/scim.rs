@@ -3,10 +3,10 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit::{audited, user_target};
-use super::{AnyPool, Begin, Result, Store, StoreError, now, on_pool};
+use super::audit::{audit, user_target};
+use super::{AnyPool, Begin, Result, Store, StoreError, begin_change, log_users, now, on_pool};
 use crate::audit::Event;
-use crate::model::UserId;
+use crate::model::{Revision, RoleAssignment, RoleName, Scope, ScopeId, UserId};
 
 /// A provisioned user, with the memberd user's fields SCIM shows.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -154,75 +154,6 @@ pub struct ScimMemberRow {
 const GROUP_COLUMNS: &str = "id, display_name, external_id, role_name, created_at, updated_at";
 
 impl Store {
-    /// Creates a group; a displayName another group has is `AlreadyExists`.
-    pub async fn insert_scim_group(
-        &self,
-        id: Uuid,
-        display_name: &str,
-        external_id: Option<&str>,
-    ) -> Result<()> {
-        let at = now();
-        let inserted = audited!(self, |tx| {
-            let inserted = sqlx::query(
-                "INSERT INTO scim_groups (id, display_name, display_name_key, external_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(display_name)
-            .bind(display_name.to_lowercase())
-            .bind(external_id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let event = (inserted == 1).then(|| {
-                Event::new("scim.group.create", format!("scim_group:{id}")).after(
-                    serde_json::json!({"display_name": display_name, "external_id": external_id}),
-                )
-            });
-            (inserted, event)
-        });
-        if inserted == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::AlreadyExists("displayName"))
-        }
-    }
-
-    pub async fn rename_scim_group(
-        &self,
-        id: Uuid,
-        display_name: &str,
-        external_id: Option<&str>,
-    ) -> Result<()> {
-        audited!(self, |tx| {
-            let result = sqlx::query(
-                "UPDATE scim_groups SET display_name = $2, display_name_key = $3, external_id = $4, updated_at = $5 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(display_name)
-            .bind(display_name.to_lowercase())
-            .bind(external_id)
-            .bind(now())
-            .execute(&mut *tx)
-            .await;
-            let updated = match result {
-                Ok(r) => r.rows_affected(),
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    return Err(StoreError::AlreadyExists("displayName"));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let event = (updated == 1).then(|| {
-                Event::new("scim.group.update", format!("scim_group:{id}")).after(
-                    serde_json::json!({"display_name": display_name, "external_id": external_id}),
-                )
-            });
-            ((), event)
-        });
-        Ok(())
-    }
-
     pub async fn scim_group(&self, id: Uuid) -> Result<Option<ScimGroupRow>> {
         let sql = format!("SELECT {GROUP_COLUMNS} FROM scim_groups WHERE id = $1");
         Ok(on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
@@ -247,39 +178,6 @@ impl Store {
         .await?))
     }
 
-    pub async fn delete_scim_group(&self, id: Uuid) -> Result<bool> {
-        Ok(audited!(self, |tx| {
-            let deleted = sqlx::query("DELETE FROM scim_groups WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            let event =
-                deleted.then(|| Event::new("scim.group.delete", format!("scim_group:{id}")));
-            (deleted, event)
-        }))
-    }
-
-    pub async fn set_scim_group_role(&self, id: Uuid, role: Option<&str>) -> Result<()> {
-        audited!(self, |tx| {
-            let updated =
-                sqlx::query("UPDATE scim_groups SET role_name = $2, updated_at = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(role)
-                    .bind(now())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            let event = (updated == 1).then(|| {
-                Event::new("scim.group.role", format!("scim_group:{id}"))
-                    .after(serde_json::json!({ "role": role }))
-            });
-            ((), event)
-        });
-        Ok(())
-    }
-
     pub async fn scim_members(&self, id: Uuid) -> Result<Vec<ScimMemberRow>> {
         Ok(on_pool!(self, |pool| sqlx::query_as(
             "SELECT m.user_id, u.authentik_sub, s.user_name FROM scim_group_members m \
@@ -290,38 +188,373 @@ impl Store {
         .fetch_all(pool)
         .await?))
     }
+}
 
-    /// Adds (true) or removes (false) a member; answers whether anything changed.
-    pub async fn set_scim_member(&self, id: Uuid, user: UserId, member: bool) -> Result<bool> {
-        let (sql, action) = if member {
-            (
-                "INSERT INTO scim_group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                "scim.group.member.add",
-            )
-        } else {
-            (
-                "DELETE FROM scim_group_members WHERE group_id = $1 AND user_id = $2",
-                "scim.group.member.remove",
-            )
-        };
-        Ok(audited!(self, |tx| {
-            let changed = sqlx::query(sql)
-                .bind(id)
-                .bind(user.0)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            let event = if changed {
-                let member = user_target!(tx, user);
-                Some(
-                    Event::new(action, format!("scim_group:{id}"))
-                        .after(serde_json::json!({ "member": member })),
-                )
-            } else {
-                None
-            };
-            (changed, event)
-        }))
+/// One SCIM write to a group: everything it changes, written in one
+/// transaction, so a write that fails midway leaves nothing behind.
+#[derive(Debug, Default)]
+pub struct GroupChange<'a> {
+    /// Create the group with this name and externalId (a name another
+    /// group has is `AlreadyExists`).
+    pub create: Option<(&'a str, Option<&'a str>)>,
+    /// Set its name and externalId.
+    pub rename: Option<(&'a str, Option<&'a str>)>,
+    /// Members to take out, then members to put in.
+    pub remove: Vec<UserId>,
+    pub add: Vec<UserId>,
+    /// Link it to a role (`Some(None)`: unlink). Its members hold the
+    /// linked role everywhere, as SCIM's assignment.
+    pub link: Option<Option<&'a RoleName>>,
+    /// Delete it, its members letting go of its role.
+    pub delete: bool,
+}
+
+/// What a group's write did to the policy, at `revision`: each user now
+/// holds (`true`) or no longer holds the role everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPolicyChange {
+    pub revision: Revision,
+    pub held: Vec<(UserId, RoleName, bool)>,
+}
+
+/// The assignment a linked group's members hold: its role, everywhere.
+fn everywhere(role: &RoleName) -> RoleAssignment {
+    RoleAssignment {
+        role: role.clone(),
+        scope: Scope {
+            scope_type: "*".into(),
+            scope_id: ScopeId::parse("*").expect("a valid scope id"),
+        },
     }
 }
+
+/// A write to the group row, where a name another group has is
+/// `AlreadyExists`.
+fn unique_name<T>(result: sqlx::Result<T>) -> Result<T> {
+    match result {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::AlreadyExists("displayName"))
+        }
+        other => Ok(other?),
+    }
+}
+
+impl Store {
+    /// Applies `change` to group `id` in one transaction. Membership in a
+    /// group linked to a role is SCIM's hold on the role's assignment
+    /// everywhere: it goes when neither SCIM nor an operator holds it. The
+    /// revision moves only when some assignment did.
+    pub async fn change_scim_group(
+        &self,
+        id: Uuid,
+        change: &GroupChange<'_>,
+    ) -> Result<GroupPolicyChange> {
+        let at = now();
+        on_pool!(self, |pool| {
+            let (mut tx, revision) = begin_change!(pool);
+            let mut held: Vec<(UserId, RoleName, bool)> = Vec::new();
+            if let Some((name, external_id)) = change.create {
+                unique_name(
+                    sqlx::query(
+                        "INSERT INTO scim_groups (id, display_name, display_name_key, external_id, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $5)",
+                    )
+                    .bind(id)
+                    .bind(name)
+                    .bind(name.to_lowercase())
+                    .bind(external_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await,
+                )?;
+                audit!(
+                    tx,
+                    None,
+                    Event::new("scim.group.create", format!("scim_group:{id}")).after(
+                        serde_json::json!({"display_name": name, "external_id": external_id})
+                    )
+                );
+            }
+            let linked: Option<Option<String>> =
+                sqlx::query_scalar("SELECT role_name FROM scim_groups WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(linked) = linked else {
+                return Err(StoreError::NotFound("group"));
+            };
+            // A role deleted since it was linked is held by no one.
+            let mut role = match linked {
+                Some(name) => tx.role_of(&name).await?,
+                None => None,
+            };
+            if let Some((name, external_id)) = change.rename {
+                unique_name(
+                    sqlx::query(
+                        "UPDATE scim_groups SET display_name = $2, display_name_key = $3, external_id = $4, updated_at = $5 \
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(name)
+                    .bind(name.to_lowercase())
+                    .bind(external_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await,
+                )?;
+                audit!(
+                    tx,
+                    None,
+                    Event::new("scim.group.update", format!("scim_group:{id}")).after(
+                        serde_json::json!({"display_name": name, "external_id": external_id})
+                    )
+                );
+            }
+            for (user, member) in change
+                .remove
+                .iter()
+                .map(|u| (*u, false))
+                .chain(change.add.iter().map(|u| (*u, true)))
+            {
+                let sql = if member {
+                    "INSERT INTO scim_group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+                } else {
+                    "DELETE FROM scim_group_members WHERE group_id = $1 AND user_id = $2"
+                };
+                let changed = sqlx::query(sql)
+                    .bind(id)
+                    .bind(user.0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if !changed {
+                    continue;
+                }
+                let target = user_target!(tx, user);
+                let action = if member {
+                    "scim.group.member.add"
+                } else {
+                    "scim.group.member.remove"
+                };
+                audit!(
+                    tx,
+                    None,
+                    Event::new(action, format!("scim_group:{id}"))
+                        .after(serde_json::json!({ "member": target }))
+                );
+                if let Some((role_id, name)) = &role {
+                    if tx
+                        .hold(revision, user, (*role_id, name), member, &target, at)
+                        .await?
+                    {
+                        held.push((user, name.clone(), member));
+                    }
+                }
+            }
+            let unlinking = change.delete || change.link.is_some();
+            if unlinking {
+                let members: Vec<Uuid> = sqlx::query_scalar(
+                    "SELECT user_id FROM scim_group_members WHERE group_id = $1",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                let members: Vec<UserId> = members.into_iter().map(UserId).collect();
+                if let Some((role_id, name)) = &role {
+                    for user in &members {
+                        let target = user_target!(tx, user);
+                        if tx
+                            .hold(revision, *user, (*role_id, name), false, &target, at)
+                            .await?
+                        {
+                            held.push((*user, name.clone(), false));
+                        }
+                    }
+                }
+                if let Some(link) = change.link.filter(|_| !change.delete) {
+                    sqlx::query(
+                        "UPDATE scim_groups SET role_name = $2, updated_at = $3 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(link.map(RoleName::as_str))
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    audit!(
+                        tx,
+                        None,
+                        Event::new("scim.group.role", format!("scim_group:{id}"))
+                            .after(serde_json::json!({ "role": link }))
+                    );
+                    role = match link {
+                        Some(name) => tx.role_of(name.as_str()).await?,
+                        None => None,
+                    };
+                    if let Some((role_id, name)) = &role {
+                        for user in &members {
+                            let target = user_target!(tx, user);
+                            if tx
+                                .hold(revision, *user, (*role_id, name), true, &target, at)
+                                .await?
+                            {
+                                held.push((*user, name.clone(), true));
+                            }
+                        }
+                    }
+                }
+            }
+            if change.delete {
+                sqlx::query("DELETE FROM scim_groups WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                audit!(
+                    tx,
+                    None,
+                    Event::new("scim.group.delete", format!("scim_group:{id}"))
+                );
+            }
+            let policy_changed = !held.is_empty();
+            if policy_changed {
+                log_users!(tx, revision, held.iter().map(|(user, _, _)| user));
+            } else {
+                // The group changed, the policy did not: the revision stays.
+                sqlx::query("UPDATE revision SET value = value - 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(GroupPolicyChange {
+                revision: Revision(if policy_changed {
+                    revision
+                } else {
+                    revision - 1
+                }),
+                held,
+            })
+        })
+    }
+}
+
+/// The statements of a group's write that touch roles, on a transaction of
+/// either backend.
+trait GroupTx {
+    /// The role's id and name, if it exists.
+    async fn role_of(&mut self, name: &str) -> Result<Option<(Uuid, RoleName)>>;
+
+    /// SCIM holds (`hold`) or lets go of the role everywhere for the user
+    /// (`target` names them in the audit log). Answers whether the
+    /// assignment itself came or went: it stays while an operator holds it.
+    async fn hold(
+        &mut self,
+        revision: i64,
+        user: UserId,
+        role: (Uuid, &RoleName),
+        hold: bool,
+        target: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool>;
+}
+
+/// Implements [`GroupTx`] for one backend's transaction: the same
+/// statements on both.
+macro_rules! group_tx {
+    ($db:ty) => {
+        impl GroupTx for sqlx::Transaction<'static, $db> {
+            async fn role_of(&mut self, name: &str) -> Result<Option<(Uuid, RoleName)>> {
+                let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM roles WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut **self)
+                    .await?;
+                let name = RoleName::parse(name).map_err(|e| StoreError::Corrupt(e.to_string()));
+                match id {
+                    Some(id) => Ok(Some((id, name?))),
+                    None => Ok(None),
+                }
+            }
+
+            async fn hold(
+                &mut self,
+                revision: i64,
+                user: UserId,
+                (role_id, role): (Uuid, &RoleName),
+                hold: bool,
+                target: &str,
+                at: OffsetDateTime,
+            ) -> Result<bool> {
+                let assignment = everywhere(role);
+                let scope = &assignment.scope;
+                let tx: &mut <$db as sqlx::Database>::Connection = &mut **self;
+                let changed = if hold {
+                    let id = Uuid::new_v4();
+                    let inserted = sqlx::query(
+                        "INSERT INTO role_assignments (id, user_id, role_id, scope_type, scope_id, created_at, held_by_admin, held_by_scim) \
+                         VALUES ($1, $2, $3, $4, $5, $6, FALSE, TRUE) ON CONFLICT (user_id, role_id, scope_type, scope_id) DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(user.0)
+                    .bind(role_id)
+                    .bind(scope.scope_type.as_str())
+                    .bind(scope.scope_id.as_str())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if inserted {
+                        let seq = audit!(
+                            tx,
+                            Some(revision),
+                            Event::new("role.assign", target.to_owned()).after(&assignment)
+                        );
+                        sqlx::query("UPDATE role_assignments SET audit_seq = $1 WHERE id = $2")
+                            .bind(seq)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    inserted
+                } else {
+                    let deleted = sqlx::query(
+                        "DELETE FROM role_assignments WHERE user_id = $1 AND role_id = $2 \
+                         AND scope_type = $3 AND scope_id = $4 AND NOT held_by_admin",
+                    )
+                    .bind(user.0)
+                    .bind(role_id)
+                    .bind(scope.scope_type.as_str())
+                    .bind(scope.scope_id.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        > 0;
+                    if deleted {
+                        audit!(
+                            tx,
+                            Some(revision),
+                            Event::new("role.unassign", target.to_owned()).before(&assignment)
+                        );
+                    }
+                    deleted
+                };
+                if !changed {
+                    // Held by an operator too (or not at all): only SCIM's hold moves.
+                    sqlx::query(
+                        "UPDATE role_assignments SET held_by_scim = $5 \
+                         WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4",
+                    )
+                    .bind(user.0)
+                    .bind(role_id)
+                    .bind(scope.scope_type.as_str())
+                    .bind(scope.scope_id.as_str())
+                    .bind(hold)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Ok(changed)
+            }
+        }
+    };
+}
+group_tx!(sqlx::Sqlite);
+group_tx!(sqlx::Postgres);
