@@ -255,7 +255,7 @@ impl Application {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("loading the signing keys")?;
         let auth = auth.with_limits(limits.clone());
-        let maintenance = spawn_maintenance(auth.clone());
+        let maintenance = spawn_maintenance(auth.clone(), limits.clone());
         let frontend_tokens = settings
             .frontend_secret
             .as_ref()
@@ -371,9 +371,10 @@ impl Application {
 }
 
 /// Picks up keys rotated by `memberd keys rotate` (another process), drops
-/// retired keys from the JWKS once their tokens have expired, and hourly
-/// deletes ended sessions and stale throttles.
-fn spawn_maintenance(auth: Auth) -> tokio::task::JoinHandle<()> {
+/// retired keys from the JWKS once their tokens have expired, forgets the
+/// rate limits' keys that have refilled, and hourly deletes ended sessions
+/// and stale throttles.
+fn spawn_maintenance(auth: Auth, limits: Limits) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(30));
         every.tick().await;
@@ -382,6 +383,7 @@ fn spawn_maintenance(auth: Auth) -> tokio::task::JoinHandle<()> {
             if let Err(e) = auth.reload_keys().await {
                 tracing::warn!(error = %e, "reloading signing keys failed");
             }
+            limits.forget_idle();
             if tick % 120 == 0 {
                 if let Err(e) = auth.prune().await {
                     tracing::warn!(error = %e, "pruning sessions and throttles failed");
