@@ -16,7 +16,7 @@ use crate::authn::internal::{InternalSecrets, stored_digest};
 use crate::authn::password::PasswordPolicy;
 use crate::authn::tokens::KeyEncryptionKey;
 use crate::config::{Environment, Settings};
-use crate::http::{AppState, router};
+use crate::http::{AppState, Services, router};
 use crate::ratelimit::Limits;
 use crate::redis_link::RedisLink;
 use crate::service::access::Engine;
@@ -275,7 +275,7 @@ impl Application {
             .authentik
             .clone()
             .map(|a| Authentik::new(a, directory.clone()));
-        let state = AppState {
+        let state = AppState::new(Services {
             audit_log: AuditLog::new(store.clone()),
             health: Health::new(store.clone(), engine.clone(), redis, oidc.clone()),
             limits: limits.clone(),
@@ -295,7 +295,7 @@ impl Application {
             client_admin: ClientAdmin::new(store.clone(), hashes),
             internal_secrets: Arc::new(internal_secrets),
             settings: Arc::new(settings),
-        };
+        });
         Ok(Self {
             listener,
             state,
