@@ -4,7 +4,7 @@
 use futures_util::TryStreamExt;
 use time::OffsetDateTime;
 
-use super::{AnyPool, Begin, Result, Store, StoreError, on_pool};
+use super::{AnyPool, Begin, ChangeTx, Result, Store, StoreError, on_pool};
 use crate::audit::{Actor, ActorKind, Break, Event, Record, Verifier};
 
 pub(super) const INSERT: &str = "INSERT INTO audit_log (seq, at, actor_kind, actor_id, action, target, \
@@ -46,60 +46,6 @@ macro_rules! columns {
         )
     };
 }
-
-/// Appends a record of `$event` (an `audit::Event`) inside transaction
-/// `$tx`, attributed to the current `audit::Origin`, at policy revision
-/// `$revision` (`Option<i64>`). Evaluates to the record's sequence number.
-/// Taking the head row's lock serialises appends until the commit.
-macro_rules! audit {
-    ($tx:ident, $revision:expr, $event:expr) => {{
-        let event: crate::audit::Event = $event;
-        let (seq, prev_hash): (i64, String) = sqlx::query_as(crate::store::audit::NEXT)
-            .fetch_one(&mut *$tx)
-            .await?;
-        let record = crate::store::audit::record(seq, prev_hash, $revision, event);
-        crate::store::audit::bind_insert!(sqlx::query(crate::store::audit::INSERT), record)
-            .execute(&mut *$tx)
-            .await?;
-        sqlx::query(crate::store::audit::SET_HEAD)
-            .bind(&record.hash)
-            .execute(&mut *$tx)
-            .await?;
-        seq
-    }};
-}
-pub(super) use audit;
-
-/// Runs `$body` in a write transaction `$tx`. The body evaluates to
-/// `(output, Option<Event>)`; the event, if any, is recorded in the same
-/// transaction, which then commits. Evaluates to the output.
-macro_rules! audited {
-    ($store:expr, |$tx:ident| $body:expr) => {{
-        crate::store::on_pool!($store, |pool| {
-            let mut $tx = pool.begin_write().await?;
-            let (out, event): (_, Option<crate::audit::Event>) = $body;
-            if let Some(event) = event {
-                crate::store::audit::audit!($tx, None, event);
-            }
-            $tx.commit().await?;
-            out
-        })
-    }};
-}
-pub(super) use audited;
-
-/// `user:<subject>` for a user id, read in transaction `$tx`.
-macro_rules! user_target {
-    ($tx:ident, $user_id:expr) => {{
-        let sub: Option<String> =
-            sqlx::query_scalar("SELECT authentik_sub FROM users WHERE id = $1")
-                .bind($user_id.0)
-                .fetch_optional(&mut *$tx)
-                .await?;
-        format!("user:{}", sub.unwrap_or_else(|| $user_id.0.to_string()))
-    }};
-}
-pub(super) use user_target;
 
 macro_rules! bind_insert {
     ($query:expr, $r:expr) => {
@@ -234,7 +180,7 @@ impl Store {
     pub async fn record_event(&self, event: Event) -> Result<i64> {
         Ok(on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let seq = audit!(tx, None, event);
+            let seq = tx.audit(None, event).await?;
             tx.commit().await?;
             seq
         }))

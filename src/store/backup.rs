@@ -18,8 +18,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::audit::audit;
-use super::{AnyPool, Begin, Result, Store, StoreError, on_pool};
+use super::{AnyPool, Begin, ChangeTx, Result, Store, StoreError, on_pool};
 use crate::audit::Event;
 use crate::model::Revision;
 
@@ -536,11 +535,11 @@ impl Store {
                 .iter()
                 .map(|(table, rows)| (table.to_string(), Value::from(*rows)))
                 .collect();
-            audit!(
-                tx,
+            tx.audit(
                 Some(doc.revision),
-                Event::new("state.import", "state").after(counts)
-            );
+                Event::new("state.import", "state").after(counts),
+            )
+            .await?;
             tx.commit().await?;
             Ok(Imported {
                 revision: Revision(doc.revision),

@@ -2,9 +2,8 @@
 
 use time::OffsetDateTime;
 
-use super::audit::audit;
 use super::rows::ClientRow;
-use super::{AnyPool, Begin, Result, Store, StoreError, on_pool};
+use super::{AnyPool, Begin, ChangeTx, Result, Store, StoreError, on_pool};
 use crate::audit::Event;
 use crate::model::{ApiClient, ClientStatus};
 
@@ -47,7 +46,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if affected == 1 {
-                audit!(tx, None, event);
+                tx.audit(None, event).await?;
                 tx.commit().await?;
             }
             affected
@@ -98,12 +97,12 @@ impl Store {
                 .await?
                 .rows_affected();
             if affected == 1 {
-                audit!(
-                    tx,
+                tx.audit(
                     None,
                     Event::new(action, format!("client:{client_key}"))
-                        .after(serde_json::json!({"status": status.as_str()}))
-                );
+                        .after(serde_json::json!({"status": status.as_str()})),
+                )
+                .await?;
                 tx.commit().await?;
             }
             affected
@@ -126,11 +125,11 @@ impl Store {
                 .await?
                 .rows_affected();
             if affected == 1 {
-                audit!(
-                    tx,
+                tx.audit(
                     None,
-                    Event::new("client.rotate_key", format!("client:{client_key}"))
-                );
+                    Event::new("client.rotate_key", format!("client:{client_key}")),
+                )
+                .await?;
                 tx.commit().await?;
             }
             affected
@@ -165,7 +164,7 @@ impl Store {
             .await?
             .rows_affected();
             if updated == 1 {
-                audit!(tx, None, event);
+                tx.audit(None, event).await?;
                 tx.commit().await?;
             }
             updated

@@ -2,8 +2,7 @@
 
 use uuid::Uuid;
 
-use super::audit::{audited, user_target};
-use super::{AnyPool, Begin, Result, Store, StoreError, now, on_pool};
+use super::{AnyPool, Begin, ChangeTx, Result, Store, StoreError, now, on_pool};
 use crate::audit::Event;
 use crate::model::UserId;
 
@@ -29,8 +28,10 @@ impl Store {
     /// Links the identity to the user. Linking it again to the same user
     /// changes nothing (false); an identity of another user is `AlreadyExists`.
     pub async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> Result<bool> {
-        let inserted = audited!(self, |tx| {
-            let inserted = sqlx::query(
+        let inserted = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let (out, event): (_, Option<Event>) = {
+                let inserted = sqlx::query(
                 "INSERT INTO identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (issuer, subject) DO NOTHING",
             )
@@ -41,16 +42,22 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            let event = if inserted == 1 {
-                let target = user_target!(tx, user);
-                Some(
-                    Event::new("identity.link", target)
-                        .after(serde_json::json!({"issuer": issuer, "subject": subject})),
-                )
-            } else {
-                None
+                let event = if inserted == 1 {
+                    let target = tx.user_target(user).await?;
+                    Some(
+                        Event::new("identity.link", target)
+                            .after(serde_json::json!({"issuer": issuer, "subject": subject})),
+                    )
+                } else {
+                    None
+                };
+                (inserted, event)
             };
-            (inserted, event)
+            if let Some(event) = event {
+                tx.audit(None, event).await?;
+            }
+            tx.commit().await?;
+            out
         });
         if inserted == 1 {
             return Ok(true);

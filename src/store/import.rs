@@ -2,8 +2,7 @@
 
 use uuid::Uuid;
 
-use super::audit::audit;
-use super::{AnyPool, Begin, Result, Store, begin_change, log_role_holders, now, on_pool};
+use super::{AnyPool, Begin, ChangeTx, Result, Store, names_of, now, on_pool};
 use crate::audit::Event;
 use crate::authz::casbin::import::ImportPlan;
 use crate::model::Revision;
@@ -14,7 +13,7 @@ impl Store {
     pub async fn import_policy(&self, plan: &ImportPlan) -> Result<Revision> {
         let at = now();
         let revision = on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
+            let (mut tx, revision) = pool.begin_change().await?;
             for user in &plan.users {
                 sqlx::query(
                     "INSERT INTO users (id, authentik_sub, is_active, revision, created_at, updated_at) \
@@ -119,7 +118,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            log_role_holders!(tx, revision, plan.roles.keys());
+            tx.log_role_holders(revision, &names_of(plan.roles.keys()))
+                .await?;
             for role in plan.roles.keys() {
                 sqlx::query(
                     "INSERT INTO role_change_log (revision, role_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -129,8 +129,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            audit!(
-                tx,
+            tx.audit(
                 Some(revision),
                 Event::new("casbin.import", "policy").after(serde_json::json!({
                     "users": plan.users.len(),
@@ -138,8 +137,9 @@ impl Store {
                     "role_permissions": plan.role_permissions.len(),
                     "grants": plan.grants.len(),
                     "assignments": plan.assignments.len(),
-                }))
-            );
+                })),
+            )
+            .await?;
             tx.commit().await?;
             revision
         });

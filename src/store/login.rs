@@ -8,8 +8,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit::{audit, user_target};
-use super::{AnyPool, Begin, Result, Store, StoreError, now, on_pool};
+use super::{AnyPool, Begin, ChangeTx, Result, Store, StoreError, now, on_pool};
 use crate::audit::Event;
 use crate::authn::tokens::StoredSigningKey;
 use crate::model::{AuthentikSub, LocalAccount, UserId, Username};
@@ -123,15 +122,15 @@ impl Store {
             .await?
             .rows_affected();
             if inserted == 1 {
-                let target = user_target!(tx, user_id);
-                audit!(
-                    tx,
+                let target = tx.user_target(user_id).await?;
+                tx.audit(
                     None,
                     Event::new("account.create", target).after(serde_json::json!({
                         "username": username.as_str(),
                         "must_change_password": must_change_password,
-                    }))
-                );
+                    })),
+                )
+                .await?;
                 tx.commit().await?;
             }
             inserted
@@ -197,8 +196,8 @@ impl Store {
             .await?
             .rows_affected();
             if updated == 1 {
-                let target = user_target!(tx, user_id);
-                audit!(tx, None, Event::new(action, target));
+                let target = tx.user_target(user_id).await?;
+                tx.audit(None, Event::new(action, target)).await?;
                 tx.commit().await?;
             }
             updated
@@ -266,8 +265,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let target = user_target!(tx, user_id);
-            audit!(tx, None, Event::new("totp.enrol", target));
+            let target = tx.user_target(user_id).await?;
+            tx.audit(None, Event::new("totp.enrol", target)).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -288,8 +287,8 @@ impl Store {
                 .bind(user_id.0)
                 .execute(&mut *tx)
                 .await?;
-            let target = user_target!(tx, user_id);
-            audit!(tx, None, Event::new("totp.reset", target));
+            let target = tx.user_target(user_id).await?;
+            tx.audit(None, Event::new("totp.reset", target)).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -549,12 +548,12 @@ impl Store {
             .bind(key.created_at)
             .execute(&mut *tx)
             .await?;
-            audit!(
-                tx,
+            tx.audit(
                 None,
                 Event::new("keys.rotate", format!("signing_key:{}", key.kid))
-                    .after(serde_json::json!({ "kid": key.kid, "algorithm": key.algorithm }))
-            );
+                    .after(serde_json::json!({ "kid": key.kid, "algorithm": key.algorithm })),
+            )
+            .await?;
             tx.commit().await?;
         });
         Ok(())

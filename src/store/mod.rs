@@ -38,7 +38,8 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Pool, Transaction};
 use time::OffsetDateTime;
 
-use crate::model::{Grant, Revision, User, UserId};
+use crate::audit::Event;
+use crate::model::{AuthentikSub, Grant, Revision, RoleName, User, UserId};
 
 pub use audit::{AuditFilter, ChainReport};
 pub use backup::{Document as ExportDocument, Imported};
@@ -111,6 +112,30 @@ trait Begin {
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Self::Db>>;
     /// Every statement sees the same moment.
     async fn begin_read(&self) -> sqlx::Result<Transaction<'static, Self::Db>>;
+
+    /// Opens a change's write transaction and bumps the revision first.
+    async fn begin_change(&self) -> Result<(Transaction<'static, Self::Db>, i64)>
+    where
+        <Self::Db as sqlx::Database>::Connection: ChangeTx,
+    {
+        let mut tx = self.begin_write().await?;
+        let revision = tx.bump_revision().await?;
+        Ok((tx, revision))
+    }
+
+    /// Opens the transaction of a change to one user: bumps the revision
+    /// and finds the user (`NotFound` when there is none).
+    async fn begin_user_change(
+        &self,
+        sub: &AuthentikSub,
+    ) -> Result<(Transaction<'static, Self::Db>, i64, UserId)>
+    where
+        <Self::Db as sqlx::Database>::Connection: ChangeTx,
+    {
+        let (mut tx, revision) = self.begin_change().await?;
+        let user = tx.user_id(sub).await?.ok_or(StoreError::NotFound("user"))?;
+        Ok((tx, revision, user))
+    }
 }
 
 impl Begin for Pool<Sqlite> {
@@ -136,81 +161,189 @@ impl Begin for Pool<Postgres> {
 
 const BUMP_REVISION: &str = "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value";
 
-/// Opens a write transaction and bumps the revision. Evaluates to `(tx, revision)`.
-macro_rules! begin_change {
-    ($pool:expr) => {{
-        let mut tx = $pool.begin_write().await?;
-        let revision: i64 = sqlx::query_scalar(crate::store::BUMP_REVISION)
-            .fetch_one(&mut *tx)
-            .await?;
-        (tx, revision)
-    }};
-}
-use begin_change;
-
-/// Stamps users (by id) with the revision and logs them as changed.
-macro_rules! log_users {
-    ($tx:ident, $revision:expr, $users:expr) => {
-        for user_id in $users {
-            sqlx::query("UPDATE users SET revision = $1 WHERE id = $2")
-                .bind($revision)
-                .bind(user_id.0)
-                .execute(&mut *$tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO change_log (revision, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind($revision)
-            .bind(user_id.0)
-            .execute(&mut *$tx)
-            .await?;
-        }
-    };
-}
-use log_users;
-
-/// Stamps and logs every holder of each named role. Run before a deletion
-/// that would take the holders' assignments with it.
-macro_rules! log_role_holders {
-    ($tx:ident, $revision:expr, $roles:expr) => {
-        for role in $roles {
-            let role: &str = role.as_str();
-            sqlx::query(
-                "UPDATE users SET revision = $1 WHERE id IN \
-                 (SELECT a.user_id FROM role_assignments a JOIN roles r ON r.id = a.role_id WHERE r.name = $2)",
-            )
-            .bind($revision)
-            .bind(role)
-            .execute(&mut *$tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO change_log (revision, user_id) \
-                 SELECT DISTINCT $1, a.user_id FROM role_assignments a JOIN roles r ON r.id = a.role_id \
-                 WHERE r.name = $2 ON CONFLICT DO NOTHING",
-            )
-            .bind($revision)
-            .bind(role)
-            .execute(&mut *$tx)
-            .await?;
-        }
-    };
-}
-use log_role_holders;
-
 /// Commits a change that changed something; rolls back one that did not,
-/// leaving the revision where it was. Evaluates to the revision now current.
-macro_rules! finish_change {
-    ($tx:ident, $revision:expr, $changed:expr) => {{
-        if $changed {
-            $tx.commit().await?;
-            $revision
-        } else {
-            $tx.rollback().await?;
-            $revision - 1
-        }
-    }};
+/// leaving the revision where it was. Answers the revision now current.
+async fn finish_change<DB: sqlx::Database>(
+    tx: Transaction<'static, DB>,
+    revision: i64,
+    changed: bool,
+) -> Result<i64> {
+    if changed {
+        tx.commit().await?;
+        Ok(revision)
+    } else {
+        tx.rollback().await?;
+        Ok(revision - 1)
+    }
 }
-use finish_change;
+
+/// The statements changes share, on a connection of either backend (a
+/// transaction derefs to its connection). Each is a plain method: the
+/// caller's `?` is where an error leaves it.
+pub(crate) trait ChangeTx {
+    /// Bumps the revision: the first statement of a change (see above).
+    async fn bump_revision(&mut self) -> Result<i64>;
+
+    /// Stamps users with the revision and logs them as changed.
+    async fn log_users(&mut self, revision: i64, users: &[UserId]) -> Result<()>;
+
+    /// Stamps and logs every holder of each named role. Run before a
+    /// deletion that would take the holders' assignments with it.
+    async fn log_role_holders(&mut self, revision: i64, roles: &[&str]) -> Result<()>;
+
+    /// Appends a record of `event`, attributed to the current
+    /// `audit::Origin`, at policy revision `revision`; answers its sequence
+    /// number. Taking the head row's lock serialises appends until the commit.
+    async fn audit(&mut self, revision: Option<i64>, event: Event) -> Result<i64>;
+
+    /// `user:<subject>` for a user id (its id when it has gone).
+    async fn user_target(&mut self, user: UserId) -> Result<String>;
+
+    /// The user with this subject.
+    async fn user_id(&mut self, sub: &AuthentikSub) -> Result<Option<UserId>>;
+
+    /// The role with this name.
+    async fn role_id(&mut self, name: &str) -> Result<Option<uuid::Uuid>>;
+
+    /// Replaces the role's parents; an unknown parent is `NotFound`.
+    async fn set_parents(&mut self, role: uuid::Uuid, parents: &[RoleName]) -> Result<()>;
+
+    /// Logs a change to the role's own definition (its parents or
+    /// permissions, or its existence), so that other instances reload it.
+    async fn log_role(&mut self, revision: i64, name: &str) -> Result<()>;
+}
+
+/// The names of roles, as [`ChangeTx::log_role_holders`] takes them.
+fn names_of<'a>(roles: impl IntoIterator<Item = &'a RoleName>) -> Vec<&'a str> {
+    roles.into_iter().map(RoleName::as_str).collect()
+}
+
+/// Implements [`ChangeTx`] for one backend's connection: the same
+/// statements on both.
+macro_rules! change_tx {
+    ($connection:ty) => {
+        impl ChangeTx for $connection {
+            async fn bump_revision(&mut self) -> Result<i64> {
+                Ok(sqlx::query_scalar(BUMP_REVISION).fetch_one(self).await?)
+            }
+
+            async fn log_users(&mut self, revision: i64, users: &[UserId]) -> Result<()> {
+                for user in users {
+                    sqlx::query("UPDATE users SET revision = $1 WHERE id = $2")
+                        .bind(revision)
+                        .bind(user.0)
+                        .execute(&mut *self)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO change_log (revision, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(revision)
+                    .bind(user.0)
+                    .execute(&mut *self)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn log_role_holders(&mut self, revision: i64, roles: &[&str]) -> Result<()> {
+                for role in roles {
+                    sqlx::query(
+                        "UPDATE users SET revision = $1 WHERE id IN \
+                         (SELECT a.user_id FROM role_assignments a JOIN roles r ON r.id = a.role_id WHERE r.name = $2)",
+                    )
+                    .bind(revision)
+                    .bind(role)
+                    .execute(&mut *self)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO change_log (revision, user_id) \
+                         SELECT DISTINCT $1, a.user_id FROM role_assignments a JOIN roles r ON r.id = a.role_id \
+                         WHERE r.name = $2 ON CONFLICT DO NOTHING",
+                    )
+                    .bind(revision)
+                    .bind(role)
+                    .execute(&mut *self)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn audit(&mut self, revision: Option<i64>, event: Event) -> Result<i64> {
+                let (seq, prev_hash): (i64, String) = sqlx::query_as(audit::NEXT)
+                    .fetch_one(&mut *self)
+                    .await?;
+                let record = audit::record(seq, prev_hash, revision, event);
+                audit::bind_insert!(sqlx::query(audit::INSERT), record)
+                    .execute(&mut *self)
+                    .await?;
+                sqlx::query(audit::SET_HEAD)
+                    .bind(&record.hash)
+                    .execute(&mut *self)
+                    .await?;
+                Ok(seq)
+            }
+
+            async fn user_target(&mut self, user: UserId) -> Result<String> {
+                let sub: Option<String> =
+                    sqlx::query_scalar("SELECT authentik_sub FROM users WHERE id = $1")
+                        .bind(user.0)
+                        .fetch_optional(self)
+                        .await?;
+                Ok(format!("user:{}", sub.unwrap_or_else(|| user.0.to_string())))
+            }
+
+            async fn user_id(&mut self, sub: &AuthentikSub) -> Result<Option<UserId>> {
+                let id: Option<uuid::Uuid> =
+                    sqlx::query_scalar("SELECT id FROM users WHERE authentik_sub = $1")
+                        .bind(sub.as_str())
+                        .fetch_optional(self)
+                        .await?;
+                Ok(id.map(UserId))
+            }
+
+            async fn role_id(&mut self, name: &str) -> Result<Option<uuid::Uuid>> {
+                Ok(sqlx::query_scalar("SELECT id FROM roles WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(self)
+                    .await?)
+            }
+
+            async fn set_parents(&mut self, role: uuid::Uuid, parents: &[RoleName]) -> Result<()> {
+                sqlx::query("DELETE FROM role_parents WHERE role_id = $1")
+                    .bind(role)
+                    .execute(&mut *self)
+                    .await?;
+                for parent in parents {
+                    let parent = self
+                        .role_id(parent.as_str())
+                        .await?
+                        .ok_or(StoreError::NotFound("role"))?;
+                    sqlx::query(
+                        "INSERT INTO role_parents (role_id, parent_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(role)
+                    .bind(parent)
+                    .execute(&mut *self)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn log_role(&mut self, revision: i64, name: &str) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO role_change_log (revision, role_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(revision)
+                .bind(name)
+                .execute(self)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+change_tx!(sqlx::SqliteConnection);
+change_tx!(sqlx::PgConnection);
 
 /// Timestamps are kept to the microsecond, PostgreSQL's precision, so that a
 /// value reads back equal to what was written on either backend.

@@ -8,59 +8,16 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::audit::audit;
 use super::rows::{ParentRow, RolePermissionRow, RoleRow};
-use super::users::begin_user_change;
 use super::{
-    AnyPool, Begin, ChangeOutcome, Result, Store, StoreError, begin_change, finish_change,
-    log_role_holders, log_users, now, on_pool,
+    AnyPool, Begin, ChangeOutcome, ChangeTx, Result, Store, StoreError, finish_change, names_of,
+    now, on_pool,
 };
 use crate::audit::Event;
 use crate::model::{
     AssignmentSource, AuthentikSub, Revision, Role, RoleAssignment, RoleName, RolePermission,
     Scope, UserId,
 };
-
-/// The role's id, or `NotFound` from the enclosing function (rolling back).
-macro_rules! role_id {
-    ($tx:ident, $name:expr) => {{
-        let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM roles WHERE name = $1")
-            .bind($name.as_str())
-            .fetch_optional(&mut *$tx)
-            .await?;
-        match id {
-            Some(id) => id,
-            None => return Err(StoreError::NotFound("role")),
-        }
-    }};
-}
-
-/// Replaces the role's parents; an unknown parent is `NotFound`.
-macro_rules! set_parents {
-    ($tx:ident, $role_id:expr, $parents:expr) => {
-        sqlx::query("DELETE FROM role_parents WHERE role_id = $1").bind($role_id).execute(&mut *$tx).await?;
-        for parent in $parents {
-            let parent_id = role_id!($tx, parent);
-            sqlx::query("INSERT INTO role_parents (role_id, parent_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind($role_id)
-                .bind(parent_id)
-                .execute(&mut *$tx)
-                .await?;
-        }
-    };
-}
-
-/// Logs a change to the role's own definition (its parents or permissions,
-/// or its existence), so that other instances reload it.
-macro_rules! log_role {
-    ($tx:ident, $revision:expr, $name:expr) => {
-        sqlx::query("INSERT INTO role_change_log (revision, role_name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind($revision)
-            .bind($name.as_str())
-            .execute(&mut *$tx)
-            .await?;
-    };
-}
 
 /// A pin as stored: empty strings for a permission that is not pinned.
 fn pin_columns(scope: Option<&Scope>) -> (&str, &str) {
@@ -76,7 +33,7 @@ impl Store {
     ) -> Result<Revision> {
         let at = now();
         let revision = on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
+            let (mut tx, revision) = pool.begin_change().await?;
             let id = Uuid::new_v4();
             let inserted = sqlx::query(
                 "INSERT INTO roles (id, name, description, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
@@ -92,15 +49,15 @@ impl Store {
             if inserted == 0 {
                 return Err(StoreError::AlreadyExists("role"));
             }
-            set_parents!(tx, id, parents);
-            log_role!(tx, revision, name);
-            audit!(
-                tx,
+            tx.set_parents(id, parents).await?;
+            tx.log_role(revision, name.as_str()).await?;
+            tx.audit(
                 Some(revision),
                 Event::new("role.create", format!("role:{name}"))
-                    .after(serde_json::json!({"description": description, "parents": parents}))
-            );
-            finish_change!(tx, revision, true)
+                    .after(serde_json::json!({"description": description, "parents": parents})),
+            )
+            .await?;
+            finish_change(tx, revision, true).await?
         });
         Ok(Revision(revision))
     }
@@ -115,8 +72,11 @@ impl Store {
     ) -> Result<ChangeOutcome> {
         let at = now();
         let revision = on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
-            let id = role_id!(tx, name);
+            let (mut tx, revision) = pool.begin_change().await?;
+            let id = tx
+                .role_id(name.as_str())
+                .await?
+                .ok_or(StoreError::NotFound("role"))?;
             let before: (String,) = sqlx::query_as("SELECT description FROM roles WHERE id = $1")
                 .bind(id)
                 .fetch_one(&mut *tx)
@@ -136,12 +96,11 @@ impl Store {
                     .await?;
             }
             if let Some(parents) = parents {
-                set_parents!(tx, id, parents);
-                log_role_holders!(tx, revision, affected);
-                log_role!(tx, revision, name);
+                tx.set_parents(id, parents).await?;
+                tx.log_role_holders(revision, &names_of(affected)).await?;
+                tx.log_role(revision, name.as_str()).await?;
             }
-            audit!(
-                tx,
+            tx.audit(
                 Some(revision),
                 Event::new("role.update", format!("role:{name}"))
                     .before(serde_json::json!({"description": before.0, "parents": old_parents}))
@@ -151,14 +110,15 @@ impl Store {
                             || old_parents.clone(),
                             |p| p.iter().map(|r| r.to_string()).collect()
                         ),
-                    }))
-            );
+                    })),
+            )
+            .await?;
             sqlx::query("UPDATE roles SET updated_at = $1 WHERE id = $2")
                 .bind(at)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            finish_change!(tx, revision, true)
+            finish_change(tx, revision, true).await?
         });
         Ok(ChangeOutcome {
             changed: true,
@@ -170,20 +130,23 @@ impl Store {
     /// its assignments; its holders (and those of roles inheriting it) are logged first.
     pub async fn delete_role(&self, name: &RoleName, affected: &[RoleName]) -> Result<Revision> {
         let revision = on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
-            let id = role_id!(tx, name);
-            log_role_holders!(tx, revision, affected);
-            log_role!(tx, revision, name);
+            let (mut tx, revision) = pool.begin_change().await?;
+            let id = tx
+                .role_id(name.as_str())
+                .await?
+                .ok_or(StoreError::NotFound("role"))?;
+            tx.log_role_holders(revision, &names_of(affected)).await?;
+            tx.log_role(revision, name.as_str()).await?;
             sqlx::query("DELETE FROM roles WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            audit!(
-                tx,
+            tx.audit(
                 Some(revision),
-                Event::new("role.delete", format!("role:{name}"))
-            );
-            finish_change!(tx, revision, true)
+                Event::new("role.delete", format!("role:{name}")),
+            )
+            .await?;
+            finish_change(tx, revision, true).await?
         });
         Ok(Revision(revision))
     }
@@ -198,8 +161,11 @@ impl Store {
         let (pin_type, pin_id) = pin_columns(permission.scope.as_ref());
         let at = now();
         let outcome = on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
-            let role_id = role_id!(tx, role);
+            let (mut tx, revision) = pool.begin_change().await?;
+            let role_id = tx
+                .role_id(role.as_str())
+                .await?
+                .ok_or(StoreError::NotFound("role"))?;
             let existing: Option<(Uuid, String, bool)> = sqlx::query_as(
                 "SELECT id, effect, from_rules FROM role_permissions \
                  WHERE role_id = $1 AND module = $2 AND action = $3 AND scope_type = $4 AND scope_id = $5",
@@ -244,8 +210,8 @@ impl Store {
                 }
             };
             if changed {
-                log_role_holders!(tx, revision, affected);
-                log_role!(tx, revision, role);
+                tx.log_role_holders(revision, &names_of(affected)).await?;
+                tx.log_role(revision, role.as_str()).await?;
                 let mut event =
                     Event::new("role.permission.set", format!("role:{role}")).after(permission);
                 if let Some(effect) = before_effect {
@@ -253,11 +219,11 @@ impl Store {
                     before["effect"] = serde_json::Value::String(effect);
                     event.before = Some(before);
                 }
-                audit!(tx, Some(revision), event);
+                tx.audit(Some(revision), event).await?;
             }
             ChangeOutcome {
                 changed,
-                revision: Revision(finish_change!(tx, revision, changed)),
+                revision: Revision(finish_change(tx, revision, changed).await?),
             }
         });
         Ok(outcome)
@@ -272,8 +238,11 @@ impl Store {
     ) -> Result<ChangeOutcome> {
         let (pin_type, pin_id) = pin_columns(permission.scope.as_ref());
         let outcome = on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
-            let role_id = role_id!(tx, role);
+            let (mut tx, revision) = pool.begin_change().await?;
+            let role_id = tx
+                .role_id(role.as_str())
+                .await?
+                .ok_or(StoreError::NotFound("role"))?;
             let deleted = sqlx::query(
                 "DELETE FROM role_permissions \
                  WHERE role_id = $1 AND module = $2 AND action = $3 AND scope_type = $4 AND scope_id = $5",
@@ -288,23 +257,23 @@ impl Store {
             .rows_affected()
                 > 0;
             if deleted {
-                log_role_holders!(tx, revision, affected);
-                log_role!(tx, revision, role);
-                audit!(
-                    tx,
+                tx.log_role_holders(revision, &names_of(affected)).await?;
+                tx.log_role(revision, role.as_str()).await?;
+                tx.audit(
                     Some(revision),
                     Event::new("role.permission.remove", format!("role:{role}")).before(
                         serde_json::json!({
                             "module": permission.module,
                             "action": permission.action,
                             "scope": permission.scope,
-                        })
-                    )
-                );
+                        }),
+                    ),
+                )
+                .await?;
             }
             ChangeOutcome {
                 changed: deleted,
-                revision: Revision(finish_change!(tx, revision, deleted)),
+                revision: Revision(finish_change(tx, revision, deleted).await?),
             }
         });
         Ok(outcome)
@@ -322,8 +291,11 @@ impl Store {
         let id = Uuid::new_v4();
         let by_admin = source == AssignmentSource::Admin;
         let outcome = on_pool!(self, |pool| {
-            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
-            let role_id = role_id!(tx, assignment.role);
+            let (mut tx, revision, user_id) = pool.begin_user_change(sub).await?;
+            let role_id = tx
+                .role_id(assignment.role.as_str())
+                .await?
+                .ok_or(StoreError::NotFound("role"))?;
             let inserted = sqlx::query(
                 "INSERT INTO role_assignments (id, user_id, role_id, scope_type, scope_id, created_at, held_by_admin, held_by_scim) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, role_id, scope_type, scope_id) DO NOTHING",
@@ -341,12 +313,13 @@ impl Store {
             .rows_affected()
                 == 1;
             if inserted {
-                log_users!(tx, revision, [user_id]);
-                let seq = audit!(
-                    tx,
-                    Some(revision),
-                    Event::new("role.assign", format!("user:{sub}")).after(assignment)
-                );
+                tx.log_users(revision, &[user_id]).await?;
+                let seq = tx
+                    .audit(
+                        Some(revision),
+                        Event::new("role.assign", format!("user:{sub}")).after(assignment),
+                    )
+                    .await?;
                 sqlx::query("UPDATE role_assignments SET audit_seq = $1 WHERE id = $2")
                     .bind(seq)
                     .bind(id)
@@ -358,7 +331,7 @@ impl Store {
                 role_id,
                 ChangeOutcome {
                     changed: inserted,
-                    revision: Revision(finish_change!(tx, revision, inserted)),
+                    revision: Revision(finish_change(tx, revision, inserted).await?),
                 },
             )
         });
@@ -380,8 +353,11 @@ impl Store {
         assignment: &RoleAssignment,
     ) -> Result<(UserId, ChangeOutcome)> {
         let outcome = on_pool!(self, |pool| {
-            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
-            let role_id = role_id!(tx, assignment.role);
+            let (mut tx, revision, user_id) = pool.begin_user_change(sub).await?;
+            let role_id = tx
+                .role_id(assignment.role.as_str())
+                .await?
+                .ok_or(StoreError::NotFound("role"))?;
             let deleted = sqlx::query(
                 "DELETE FROM role_assignments WHERE user_id = $1 AND role_id = $2 AND scope_type = $3 AND scope_id = $4 \
                  AND (held_by_admin = $5 OR NOT held_by_admin) AND (held_by_scim = $6 OR NOT held_by_scim)",
@@ -399,19 +375,19 @@ impl Store {
             .rows_affected()
                 > 0;
             if deleted {
-                log_users!(tx, revision, [user_id]);
-                audit!(
-                    tx,
+                tx.log_users(revision, &[user_id]).await?;
+                tx.audit(
                     Some(revision),
-                    Event::new("role.unassign", format!("user:{sub}")).before(assignment)
-                );
+                    Event::new("role.unassign", format!("user:{sub}")).before(assignment),
+                )
+                .await?;
             }
             (
                 user_id,
                 role_id,
                 ChangeOutcome {
                     changed: deleted,
-                    revision: Revision(finish_change!(tx, revision, deleted)),
+                    revision: Revision(finish_change(tx, revision, deleted).await?),
                 },
             )
         });

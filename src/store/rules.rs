@@ -6,13 +6,12 @@
 //! agree; the permission goes when no bound rule needs it any more. A
 //! permission given to the role explicitly stays.
 
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit::{audit, audited};
 use super::rows::corrupt;
 use super::{
-    AnyPool, Begin, Result, Store, StoreError, begin_change, finish_change, log_role_holders, now,
-    on_pool,
+    AnyPool, Begin, ChangeTx, Result, Store, StoreError, finish_change, names_of, now, on_pool,
 };
 use crate::audit::Event;
 use crate::model::{
@@ -83,74 +82,91 @@ macro_rules! subtree {
     };
 }
 
-/// Brings the role's rule-given permissions in line with the rules bound to
-/// it. Evaluates to whether any permission was added or removed.
-macro_rules! resync_role {
-    ($tx:ident, $role_id:expr, $at:expr) => {{
-        let wanted: Vec<(String, String)> = sqlx::query_as(
-            "SELECT DISTINCT r.module, r.action FROM role_rules rr JOIN rules r ON r.id = rr.rule_id \
-             WHERE rr.role_id = $1",
-        )
-        .bind($role_id)
-        .fetch_all(&mut *$tx)
-        .await?;
-        let held: Vec<(Uuid, String, String)> = sqlx::query_as(
-            "SELECT id, module, action FROM role_permissions \
-             WHERE role_id = $1 AND from_rules AND scope_type = ''",
-        )
-        .bind($role_id)
-        .fetch_all(&mut *$tx)
-        .await?;
-        let mut changed = false;
-        for (id, module, action) in &held {
-            if !wanted.iter().any(|(m, a)| m == module && a == action) {
-                sqlx::query("DELETE FROM role_permissions WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *$tx)
-                    .await?;
-                changed = true;
-            }
-        }
-        for (module, action) in &wanted {
-            let added = sqlx::query(
-                "INSERT INTO role_permissions (id, role_id, module, action, scope_type, scope_id, effect, created_at, from_rules) \
-                 VALUES ($1, $2, $3, $4, '', '', 'allow', $5, TRUE) \
-                 ON CONFLICT (role_id, module, action, scope_type, scope_id) DO NOTHING",
-            )
-            .bind(Uuid::new_v4())
-            .bind($role_id)
-            .bind(module)
-            .bind(action)
-            .bind($at)
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected();
-            changed |= added == 1;
-        }
-        changed
-    }};
+/// The statements that keep roles in line with the rules bound to them,
+/// on a connection of either backend.
+trait RulesTx {
+    /// Brings the role's rule-given permissions in line with the rules
+    /// bound to it. Answers whether any permission was added or removed.
+    async fn resync_role(&mut self, role: Uuid, at: OffsetDateTime) -> Result<bool>;
+
+    /// Resyncs each role, logging those whose permissions changed, whose
+    /// names it answers.
+    async fn resync_bound_roles(
+        &mut self,
+        revision: i64,
+        roles: Vec<(Uuid, String)>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<String>>;
 }
 
-/// Resyncs every role bound to one of `rule_ids`' rules, logging the roles
-/// whose permissions changed. Evaluates to those roles' names.
-macro_rules! resync_bound_roles {
-    ($tx:ident, $revision:expr, $roles:expr, $at:expr) => {{
-        let mut changed_roles: Vec<String> = Vec::new();
-        for (role_id, role_name) in $roles {
-            if resync_role!($tx, role_id, $at) {
-                sqlx::query(
-                    "INSERT INTO role_change_log (revision, role_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+/// Implements [`RulesTx`] for one backend's connection.
+macro_rules! rules_tx {
+    ($connection:ty) => {
+        impl RulesTx for $connection {
+            async fn resync_role(&mut self, role: Uuid, at: OffsetDateTime) -> Result<bool> {
+                let wanted: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT DISTINCT r.module, r.action FROM role_rules rr JOIN rules r ON r.id = rr.rule_id \
+                     WHERE rr.role_id = $1",
                 )
-                .bind($revision)
-                .bind(&role_name)
-                .execute(&mut *$tx)
+                .bind(role)
+                .fetch_all(&mut *self)
                 .await?;
-                changed_roles.push(role_name);
+                let held: Vec<(Uuid, String, String)> = sqlx::query_as(
+                    "SELECT id, module, action FROM role_permissions \
+                     WHERE role_id = $1 AND from_rules AND scope_type = ''",
+                )
+                .bind(role)
+                .fetch_all(&mut *self)
+                .await?;
+                let mut changed = false;
+                for (id, module, action) in &held {
+                    if !wanted.iter().any(|(m, a)| m == module && a == action) {
+                        sqlx::query("DELETE FROM role_permissions WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut *self)
+                            .await?;
+                        changed = true;
+                    }
+                }
+                for (module, action) in &wanted {
+                    let added = sqlx::query(
+                        "INSERT INTO role_permissions (id, role_id, module, action, scope_type, scope_id, effect, created_at, from_rules) \
+                         VALUES ($1, $2, $3, $4, '', '', 'allow', $5, TRUE) \
+                         ON CONFLICT (role_id, module, action, scope_type, scope_id) DO NOTHING",
+                    )
+                    .bind(Uuid::new_v4())
+                    .bind(role)
+                    .bind(module)
+                    .bind(action)
+                    .bind(at)
+                    .execute(&mut *self)
+                    .await?
+                    .rows_affected();
+                    changed |= added == 1;
+                }
+                Ok(changed)
+            }
+
+            async fn resync_bound_roles(
+                &mut self,
+                revision: i64,
+                roles: Vec<(Uuid, String)>,
+                at: OffsetDateTime,
+            ) -> Result<Vec<String>> {
+                let mut changed_roles = Vec::new();
+                for (role_id, role_name) in roles {
+                    if self.resync_role(role_id, at).await? {
+                        self.log_role(revision, &role_name).await?;
+                        changed_roles.push(role_name);
+                    }
+                }
+                Ok(changed_roles)
             }
         }
-        changed_roles
-    }};
+    };
 }
+rules_tx!(sqlx::SqliteConnection);
+rules_tx!(sqlx::PgConnection);
 
 /// What a change to rules did to roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,19 +236,21 @@ impl Store {
     /// to no role, so it changes nobody's permissions.
     pub async fn create_rule(&self, rule: &Rule) -> Result<()> {
         let at = now();
-        audited!(self, |tx| {
-            let parent_id: Option<Uuid> = match &rule.parent {
-                Some(parent) => {
-                    let id: Option<Uuid> =
-                        sqlx::query_scalar("SELECT id FROM rules WHERE name = $1")
-                            .bind(parent.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    Some(id.ok_or(StoreError::NotFound("parent rule"))?)
-                }
-                None => None,
-            };
-            let inserted = sqlx::query(
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let (out, event): (_, Option<Event>) = {
+                let parent_id: Option<Uuid> = match &rule.parent {
+                    Some(parent) => {
+                        let id: Option<Uuid> =
+                            sqlx::query_scalar("SELECT id FROM rules WHERE name = $1")
+                                .bind(parent.as_str())
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        Some(id.ok_or(StoreError::NotFound("parent rule"))?)
+                    }
+                    None => None,
+                };
+                let inserted = sqlx::query(
                 "INSERT INTO rules (id, name, kind, parent_id, title, path, component, icon, weight, hidden, \
                  module, action, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) ON CONFLICT (name) DO NOTHING",
@@ -253,12 +271,18 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            if inserted == 0 {
-                return Err(StoreError::AlreadyExists("rule"));
+                if inserted == 0 {
+                    return Err(StoreError::AlreadyExists("rule"));
+                }
+                let event = Event::new("rule.create", format!("rule:{}", rule.name))
+                    .after(rule_state(rule));
+                ((), Some(event))
+            };
+            if let Some(event) = event {
+                tx.audit(None, event).await?;
             }
-            let event =
-                Event::new("rule.create", format!("rule:{}", rule.name)).after(rule_state(rule));
-            ((), Some(event))
+            tx.commit().await?;
+            out
         });
         Ok(())
     }
@@ -275,7 +299,7 @@ impl Store {
     ) -> Result<RulesOutcome> {
         let at = now();
         on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
+            let (mut tx, revision) = pool.begin_change().await?;
             let existing: Option<RuleRow> = sqlx::query_as(select_rules!("WHERE r.name = $1"))
                 .bind(name.as_str())
                 .fetch_optional(&mut *tx)
@@ -344,18 +368,20 @@ impl Store {
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
-            let changed_roles = resync_bound_roles!(tx, revision, bound, at);
+            let changed_roles = tx
+                .resync_bound_roles(revision, bound.into_iter().collect(), at)
+                .await?;
             if !changed_roles.is_empty() {
-                log_role_holders!(tx, revision, affected);
+                tx.log_role_holders(revision, &names_of(affected)).await?;
             }
-            audit!(
-                tx,
+            tx.audit(
                 Some(revision),
                 Event::new("rule.update", format!("rule:{name}"))
                     .before(rule_state(&before))
-                    .after(rule_state(rule))
-            );
-            let revision = finish_change!(tx, revision, true);
+                    .after(rule_state(rule)),
+            )
+            .await?;
+            let revision = finish_change(tx, revision, true).await?;
             Ok(RulesOutcome {
                 revision: Revision(revision),
                 roles: role_names(changed_roles)?,
@@ -373,7 +399,7 @@ impl Store {
     ) -> Result<RulesOutcome> {
         let at = now();
         on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
+            let (mut tx, revision) = pool.begin_change().await?;
             let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM rules WHERE name = $1")
                 .bind(name.as_str())
                 .fetch_optional(&mut *tx)
@@ -403,19 +429,21 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             // Holders are logged while their bindings still exist.
-            log_role_holders!(tx, revision, affected);
+            tx.log_role_holders(revision, &names_of(affected)).await?;
             sqlx::query("DELETE FROM rules WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            let changed_roles = resync_bound_roles!(tx, revision, bound, at);
-            audit!(
-                tx,
+            let changed_roles = tx
+                .resync_bound_roles(revision, bound.into_iter().collect(), at)
+                .await?;
+            tx.audit(
                 Some(revision),
                 Event::new("rule.delete", format!("rule:{name}"))
-                    .before(serde_json::json!({ "rules": subtree }))
-            );
-            let revision = finish_change!(tx, revision, true);
+                    .before(serde_json::json!({ "rules": subtree })),
+            )
+            .await?;
+            let revision = finish_change(tx, revision, true).await?;
             Ok(RulesOutcome {
                 revision: Revision(revision),
                 roles: role_names(changed_roles)?,
@@ -433,7 +461,7 @@ impl Store {
     ) -> Result<RulesOutcome> {
         let at = now();
         on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
+            let (mut tx, revision) = pool.begin_change().await?;
             let role_id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM roles WHERE name = $1")
                 .bind(role.as_str())
                 .fetch_optional(&mut *tx)
@@ -467,22 +495,27 @@ impl Store {
             let mut after: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
             after.sort();
             after.dedup();
-            let changed_roles =
-                resync_bound_roles!(tx, revision, [(role_id, role.to_string())], at);
+            let changed_roles = tx
+                .resync_bound_roles(
+                    revision,
+                    [(role_id, role.to_string())].into_iter().collect(),
+                    at,
+                )
+                .await?;
             if !changed_roles.is_empty() {
-                log_role_holders!(tx, revision, affected);
+                tx.log_role_holders(revision, &names_of(affected)).await?;
             }
             let changed = before != after;
             if changed {
-                audit!(
-                    tx,
+                tx.audit(
                     Some(revision),
                     Event::new("role.rules.set", format!("role:{role}"))
                         .before(serde_json::json!({ "rules": before }))
-                        .after(serde_json::json!({ "rules": after }))
-                );
+                        .after(serde_json::json!({ "rules": after })),
+                )
+                .await?;
             }
-            let revision = finish_change!(tx, revision, changed);
+            let revision = finish_change(tx, revision, changed).await?;
             Ok(RulesOutcome {
                 revision: Revision(revision),
                 roles: role_names(changed_roles)?,
@@ -531,44 +564,61 @@ impl Store {
     /// Declares the module with exactly these actions.
     pub async fn put_catalog_module(&self, declared: &CatalogModule) -> Result<()> {
         let module = declared.module.as_str();
-        audited!(self, |tx| {
-            sqlx::query(
-                "INSERT INTO catalog_modules (module, description) VALUES ($1, $2) \
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let (out, event): (_, Option<Event>) = {
+                sqlx::query(
+                    "INSERT INTO catalog_modules (module, description) VALUES ($1, $2) \
                  ON CONFLICT (module) DO UPDATE SET description = excluded.description",
-            )
-            .bind(module)
-            .bind(&declared.description)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM catalog_actions WHERE module = $1")
+                )
                 .bind(module)
+                .bind(&declared.description)
                 .execute(&mut *tx)
                 .await?;
-            for action in &declared.actions {
-                sqlx::query(
+                sqlx::query("DELETE FROM catalog_actions WHERE module = $1")
+                    .bind(module)
+                    .execute(&mut *tx)
+                    .await?;
+                for action in &declared.actions {
+                    sqlx::query(
                     "INSERT INTO catalog_actions (module, action) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 )
                 .bind(module)
                 .bind(action.as_str())
                 .execute(&mut *tx)
                 .await?;
+                }
+                let event = Event::new("catalog.put", format!("module:{module}")).after(declared);
+                ((), Some(event))
+            };
+            if let Some(event) = event {
+                tx.audit(None, event).await?;
             }
-            let event = Event::new("catalog.put", format!("module:{module}")).after(declared);
-            ((), Some(event))
+            tx.commit().await?;
+            out
         });
         Ok(())
     }
 
     pub async fn delete_catalog_module(&self, module: &Module) -> Result<bool> {
-        Ok(audited!(self, |tx| {
-            let deleted = sqlx::query("DELETE FROM catalog_modules WHERE module = $1")
-                .bind(module.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            let event = deleted.then(|| Event::new("catalog.delete", format!("module:{module}")));
-            (deleted, event)
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let (out, event): (_, Option<Event>) = {
+                let deleted = sqlx::query("DELETE FROM catalog_modules WHERE module = $1")
+                    .bind(module.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                let event =
+                    deleted.then(|| Event::new("catalog.delete", format!("module:{module}")));
+                (deleted, event)
+            };
+            if let Some(event) = event {
+                tx.audit(None, event).await?;
+            }
+            tx.commit().await?;
+            out
         }))
     }
 

@@ -3,8 +3,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit::{audit, user_target};
-use super::{AnyPool, Begin, Result, Store, StoreError, begin_change, log_users, now, on_pool};
+use super::{AnyPool, Begin, ChangeTx, Result, Store, StoreError, now, on_pool};
 use crate::audit::Event;
 use crate::model::{Revision, RoleAssignment, RoleName, Scope, ScopeId, UserId};
 
@@ -251,7 +250,7 @@ impl Store {
     ) -> Result<GroupPolicyChange> {
         let at = now();
         on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
+            let (mut tx, revision) = pool.begin_change().await?;
             let mut held: Vec<(UserId, RoleName, bool)> = Vec::new();
             if let Some((name, external_id)) = change.create {
                 unique_name(
@@ -267,13 +266,13 @@ impl Store {
                     .execute(&mut *tx)
                     .await,
                 )?;
-                audit!(
-                    tx,
+                tx.audit(
                     None,
                     Event::new("scim.group.create", format!("scim_group:{id}")).after(
-                        serde_json::json!({"display_name": name, "external_id": external_id})
-                    )
-                );
+                        serde_json::json!({"display_name": name, "external_id": external_id}),
+                    ),
+                )
+                .await?;
             }
             let linked: Option<Option<String>> =
                 sqlx::query_scalar("SELECT role_name FROM scim_groups WHERE id = $1")
@@ -302,13 +301,13 @@ impl Store {
                     .execute(&mut *tx)
                     .await,
                 )?;
-                audit!(
-                    tx,
+                tx.audit(
                     None,
                     Event::new("scim.group.update", format!("scim_group:{id}")).after(
-                        serde_json::json!({"display_name": name, "external_id": external_id})
-                    )
-                );
+                        serde_json::json!({"display_name": name, "external_id": external_id}),
+                    ),
+                )
+                .await?;
             }
             for (user, member) in change
                 .remove
@@ -331,18 +330,18 @@ impl Store {
                 if !changed {
                     continue;
                 }
-                let target = user_target!(tx, user);
+                let target = tx.user_target(user).await?;
                 let action = if member {
                     "scim.group.member.add"
                 } else {
                     "scim.group.member.remove"
                 };
-                audit!(
-                    tx,
+                tx.audit(
                     None,
                     Event::new(action, format!("scim_group:{id}"))
-                        .after(serde_json::json!({ "member": target }))
-                );
+                        .after(serde_json::json!({ "member": target })),
+                )
+                .await?;
                 if let Some((role_id, name)) = &role {
                     if tx
                         .hold(revision, user, (*role_id, name), member, &target, at)
@@ -363,7 +362,7 @@ impl Store {
                 let members: Vec<UserId> = members.into_iter().map(UserId).collect();
                 if let Some((role_id, name)) = &role {
                     for user in &members {
-                        let target = user_target!(tx, user);
+                        let target = tx.user_target(*user).await?;
                         if tx
                             .hold(revision, *user, (*role_id, name), false, &target, at)
                             .await?
@@ -381,19 +380,19 @@ impl Store {
                     .bind(at)
                     .execute(&mut *tx)
                     .await?;
-                    audit!(
-                        tx,
+                    tx.audit(
                         None,
                         Event::new("scim.group.role", format!("scim_group:{id}"))
-                            .after(serde_json::json!({ "role": link }))
-                    );
+                            .after(serde_json::json!({ "role": link })),
+                    )
+                    .await?;
                     role = match link {
                         Some(name) => tx.role_of(name.as_str()).await?,
                         None => None,
                     };
                     if let Some((role_id, name)) = &role {
                         for user in &members {
-                            let target = user_target!(tx, user);
+                            let target = tx.user_target(*user).await?;
                             if tx
                                 .hold(revision, *user, (*role_id, name), true, &target, at)
                                 .await?
@@ -409,15 +408,16 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                audit!(
-                    tx,
+                tx.audit(
                     None,
-                    Event::new("scim.group.delete", format!("scim_group:{id}"))
-                );
+                    Event::new("scim.group.delete", format!("scim_group:{id}")),
+                )
+                .await?;
             }
             let policy_changed = !held.is_empty();
             if policy_changed {
-                log_users!(tx, revision, held.iter().map(|(user, _, _)| user));
+                let users: Vec<UserId> = held.iter().map(|(user, _, _)| *user).collect();
+                tx.log_users(revision, &users).await?;
             } else {
                 // The group changed, the policy did not: the revision stays.
                 sqlx::query("UPDATE revision SET value = value - 1 WHERE id = 1")
@@ -437,7 +437,7 @@ impl Store {
     }
 }
 
-/// The statements of a group's write that touch roles, on a transaction of
+/// The statements of a group's write that touch roles, on a connection of
 /// either backend.
 trait GroupTx {
     /// The role's id and name, if it exists.
@@ -457,16 +457,13 @@ trait GroupTx {
     ) -> Result<bool>;
 }
 
-/// Implements [`GroupTx`] for one backend's transaction: the same
+/// Implements [`GroupTx`] for one backend's connection: the same
 /// statements on both.
 macro_rules! group_tx {
-    ($db:ty) => {
-        impl GroupTx for sqlx::Transaction<'static, $db> {
+    ($connection:ty) => {
+        impl GroupTx for $connection {
             async fn role_of(&mut self, name: &str) -> Result<Option<(Uuid, RoleName)>> {
-                let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM roles WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(&mut **self)
-                    .await?;
+                let id = self.role_id(name).await?;
                 let name = RoleName::parse(name).map_err(|e| StoreError::Corrupt(e.to_string()));
                 match id {
                     Some(id) => Ok(Some((id, name?))),
@@ -485,7 +482,7 @@ macro_rules! group_tx {
             ) -> Result<bool> {
                 let assignment = everywhere(role);
                 let scope = &assignment.scope;
-                let tx: &mut <$db as sqlx::Database>::Connection = &mut **self;
+                let tx = self;
                 let changed = if hold {
                     let id = Uuid::new_v4();
                     let inserted = sqlx::query(
@@ -503,11 +500,7 @@ macro_rules! group_tx {
                     .rows_affected()
                         == 1;
                     if inserted {
-                        let seq = audit!(
-                            tx,
-                            Some(revision),
-                            Event::new("role.assign", target.to_owned()).after(&assignment)
-                        );
+                        let seq = tx.audit(Some(revision), Event::new("role.assign", target.to_owned()).after(&assignment)).await?;
                         sqlx::query("UPDATE role_assignments SET audit_seq = $1 WHERE id = $2")
                             .bind(seq)
                             .bind(id)
@@ -529,11 +522,7 @@ macro_rules! group_tx {
                     .rows_affected()
                         > 0;
                     if deleted {
-                        audit!(
-                            tx,
-                            Some(revision),
-                            Event::new("role.unassign", target.to_owned()).before(&assignment)
-                        );
+                        tx.audit(Some(revision), Event::new("role.unassign", target.to_owned()).before(&assignment)).await?;
                     }
                     deleted
                 };
@@ -556,5 +545,5 @@ macro_rules! group_tx {
         }
     };
 }
-group_tx!(sqlx::Sqlite);
-group_tx!(sqlx::Postgres);
+group_tx!(sqlx::SqliteConnection);
+group_tx!(sqlx::PgConnection);

@@ -4,8 +4,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit::{audit, user_target};
-use super::{AnyPool, Begin, Result, Store, now, on_pool};
+use super::{AnyPool, Begin, ChangeTx, Result, Store, now, on_pool};
 use crate::audit::Event;
 use crate::model::{Session, SessionId, UserId};
 
@@ -203,8 +202,8 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(holder) = holder {
-                let target = user_target!(tx, UserId(holder));
-                audit!(tx, None, session_revoked(target, id));
+                let target = tx.user_target(UserId(holder)).await?;
+                tx.audit(None, session_revoked(target, id)).await?;
                 tx.commit().await?;
             }
             holder.is_some()
@@ -224,8 +223,8 @@ impl Store {
             .await?
             .rows_affected();
             if revoked > 0 {
-                let target = user_target!(tx, user_id);
-                audit!(tx, None, sessions_revoked(target, revoked));
+                let target = tx.user_target(user_id).await?;
+                tx.audit(None, sessions_revoked(target, revoked)).await?;
                 tx.commit().await?;
             }
             revoked
@@ -241,12 +240,12 @@ impl Store {
     ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let target = user_target!(tx, user_id);
+            let target = tx.user_target(user_id).await?;
             let event = match session {
                 Some(id) => session_revoked(target, id),
                 None => sessions_revoked(target, count),
             };
-            audit!(tx, None, event);
+            tx.audit(None, event).await?;
             tx.commit().await?;
         });
         Ok(())

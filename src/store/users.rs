@@ -3,13 +3,13 @@
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 
-use super::audit::{audit, grant_state, user_state};
+use super::audit::{grant_state, user_state};
 use super::rows::{
     AssignmentRow, GrantRow, LoadedGrantRow, NameRow, ParentRow, RolePermissionRow, UserRow,
 };
 use super::{
-    AnyPool, Begin, ChangeOutcome, GrantOutcome, PolicyRow, Result, RevokeOutcome, Store,
-    StoreError, UpsertOutcome, begin_change, finish_change, log_users, now, on_pool, policy_row,
+    AnyPool, Begin, ChangeOutcome, ChangeTx, GrantOutcome, PolicyRow, Result, RevokeOutcome, Store,
+    StoreError, UpsertOutcome, finish_change, now, on_pool, policy_row,
 };
 use crate::audit::Event;
 use crate::model::{
@@ -24,25 +24,6 @@ macro_rules! user_columns {
 
 const FIND_GRANT: &str = "SELECT id, user_id, scope_type, scope_id, module, action, effect, created_at \
      FROM permissions WHERE user_id = $1 AND scope_type = $2 AND scope_id = $3 AND module = $4 AND action = $5";
-
-/// Opens the transaction of a change to one user: bumps the revision and finds
-/// the user. An unknown user returns `NotFound` from the enclosing function,
-/// which rolls the transaction back. Evaluates to `(tx, revision, user_id)`.
-macro_rules! begin_user_change {
-    ($pool:expr, $sub:expr) => {{
-        let (mut tx, revision) = begin_change!($pool);
-        let user_id: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM users WHERE authentik_sub = $1")
-                .bind($sub.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(user_id) = user_id else {
-            return Err(StoreError::NotFound("user"));
-        };
-        (tx, revision, UserId(user_id))
-    }};
-}
-pub(super) use begin_user_change;
 
 /// Binds a permission's four columns, in order, to the next four placeholders.
 macro_rules! bind_permission {
@@ -180,7 +161,7 @@ impl Store {
         );
         let at = now();
         let outcome = on_pool!(self, |pool| {
-            let (mut tx, revision) = begin_change!(pool);
+            let (mut tx, revision) = pool.begin_change().await?;
             // A concurrent caller may have written the same values meanwhile.
             let existing: Option<UserRow> = sqlx::query_as(SELECT)
                 .bind(upsert.authentik_sub.as_str())
@@ -207,7 +188,7 @@ impl Store {
                         .fetch_one(&mut *tx)
                         .await?;
                     let user = User::try_from(row)?;
-                    log_users!(tx, revision, [user.id]);
+                    tx.log_users(revision, &[user.id]).await?;
                     let target = format!("user:{}", user.authentik_sub);
                     let event = match &existing {
                         Some(before) => Event::new("user.update", target)
@@ -215,7 +196,7 @@ impl Store {
                             .after(user_state(&user)),
                         None => Event::new("user.create", target).after(user_state(&user)),
                     };
-                    audit!(tx, Some(revision), event);
+                    tx.audit(Some(revision), event).await?;
                     tx.commit().await?;
                     UpsertOutcome {
                         user,
@@ -240,7 +221,7 @@ impl Store {
         let at = now();
         let id = Uuid::new_v4();
         let outcome = on_pool!(self, |pool| {
-            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
+            let (mut tx, revision, user_id) = pool.begin_user_change(sub).await?;
             let existing: Option<GrantRow> =
                 bind_permission!(sqlx::query_as(FIND_GRANT).bind(user_id.0), permission)
                     .fetch_optional(&mut *tx)
@@ -274,7 +255,7 @@ impl Store {
                 }
             };
             if changed {
-                log_users!(tx, revision, [user_id]);
+                tx.log_users(revision, &[user_id]).await?;
                 let action = if created {
                     "grant.create"
                 } else {
@@ -283,14 +264,14 @@ impl Store {
                 let mut event =
                     Event::new(action, format!("user:{}", sub)).after(grant_state(&grant));
                 event.before = before;
-                let seq = audit!(tx, Some(revision), event);
+                let seq = tx.audit(Some(revision), event).await?;
                 sqlx::query("UPDATE permissions SET audit_seq = $1 WHERE id = $2")
                     .bind(seq)
                     .bind(grant.id)
                     .execute(&mut *tx)
                     .await?;
             }
-            let revision = finish_change!(tx, revision, changed);
+            let revision = finish_change(tx, revision, changed).await?;
             GrantOutcome {
                 grant,
                 created,
@@ -309,7 +290,7 @@ impl Store {
         permission: &Permission,
     ) -> Result<RevokeOutcome> {
         let outcome = on_pool!(self, |pool| {
-            let (mut tx, revision, user_id) = begin_user_change!(pool, sub);
+            let (mut tx, revision, user_id) = pool.begin_user_change(sub).await?;
             let existing: Option<GrantRow> =
                 bind_permission!(sqlx::query_as(FIND_GRANT).bind(user_id.0), permission)
                     .fetch_optional(&mut *tx)
@@ -320,14 +301,14 @@ impl Store {
                     .bind(grant.id)
                     .execute(&mut *tx)
                     .await?;
-                log_users!(tx, revision, [user_id]);
-                audit!(
-                    tx,
+                tx.log_users(revision, &[user_id]).await?;
+                tx.audit(
                     Some(revision),
-                    Event::new("grant.revoke", format!("user:{}", sub)).before(grant_state(grant))
-                );
+                    Event::new("grant.revoke", format!("user:{}", sub)).before(grant_state(grant)),
+                )
+                .await?;
             }
-            let revision = finish_change!(tx, revision, existing.is_some());
+            let revision = finish_change(tx, revision, existing.is_some()).await?;
             RevokeOutcome {
                 revoked: existing,
                 revision: Revision(revision),
