@@ -1,8 +1,8 @@
 //! API clients: creating and managing them, and authenticating their requests.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -21,7 +21,9 @@ use super::ServiceError;
 /// `last_used_at` is a hint for operators, not an audit trail: writing it at
 /// most this often keeps busy clients from turning every request into a write.
 const TOUCH_INTERVAL: time::Duration = time::Duration::seconds(60);
-/// Bound on remembered keys; beyond it the oldest half is forgotten.
+/// Bound on each of the remembered sets (verified keys, client rows,
+/// addresses that guessed): quick_cache's S3-FIFO evicts past it, in O(1)
+/// and without a lock shared by every key.
 const MAX_REMEMBERED_KEYS: usize = 10_000;
 /// Wrong API keys one address may present a minute. Past it, the address's
 /// keys are refused (429) without hashing until the budget refills. Only
@@ -243,16 +245,23 @@ pub struct ClientRequest<'a> {
 /// client's stored hash is still that one, so a rotation by any process ends
 /// it; the client's state (disabled, expired) is read from its row on every
 /// request, so the cache never outlives a change to the client.
-#[derive(Default)]
 struct VerifiedKeys {
-    entries: Mutex<HashMap<[u8; 32], Verified>>,
+    entries: quick_cache::sync::Cache<[u8; 32], Arc<Verified>>,
+}
+
+impl Default for VerifiedKeys {
+    fn default() -> Self {
+        Self {
+            entries: quick_cache::sync::Cache::new(MAX_REMEMBERED_KEYS),
+        }
+    }
 }
 
 struct Verified {
     stored_hash: String,
     at: Instant,
     /// A background re-verification is under way.
-    refreshing: bool,
+    refreshing: AtomicBool,
 }
 
 /// What the cache knows of a key.
@@ -274,75 +283,61 @@ impl VerifiedKeys {
     }
 
     fn lookup(&self, digest: &[u8; 32], stored_hash: &str, ttl: Duration) -> Remembered {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = entries.get_mut(digest) else {
+        let Some(entry) = self.entries.get(digest) else {
             return Remembered::No;
         };
         let age = entry.at.elapsed();
         if entry.stored_hash != stored_hash || age >= ttl {
             return Remembered::No;
         }
-        if age >= ttl / 2 && !entry.refreshing {
-            entry.refreshing = true;
+        if age >= ttl / 2 && !entry.refreshing.swap(true, Ordering::Relaxed) {
             return Remembered::YesRefresh;
         }
         Remembered::Yes
     }
 
     fn insert(&self, digest: [u8; 32], stored_hash: String) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_REMEMBERED_KEYS {
-            let mut ages: Vec<Instant> = entries.values().map(|v| v.at).collect();
-            ages.sort_unstable();
-            let cutoff = ages[ages.len() / 2];
-            entries.retain(|_, v| v.at > cutoff);
-        }
-        entries.insert(
-            digest,
-            Verified {
-                stored_hash,
-                at: Instant::now(),
-                refreshing: false,
-            },
-        );
+        let verified = Verified {
+            stored_hash,
+            at: Instant::now(),
+            refreshing: AtomicBool::new(false),
+        };
+        self.entries.insert(digest, Arc::new(verified));
     }
 
     /// A refresh that did not verify (a busy pool, a rotated key): the entry
     /// ages out as it would have, and a later request may try again.
     fn refresh_failed(&self, digest: &[u8; 32]) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = entries.get_mut(digest) {
-            entry.refreshing = false;
+        if let Some(entry) = self.entries.get(digest) {
+            entry.refreshing.store(false, Ordering::Relaxed);
         }
     }
 }
 
 /// Addresses that presented too many wrong keys, and until when their keys
-/// are refused unhashed. Bounded: expired entries go first, then the oldest.
-#[derive(Default)]
+/// are refused unhashed.
 struct Guessing {
-    until: Mutex<HashMap<String, Instant>>,
+    until: quick_cache::sync::Cache<String, Instant>,
+}
+
+impl Default for Guessing {
+    fn default() -> Self {
+        Self {
+            until: quick_cache::sync::Cache::new(MAX_REMEMBERED_KEYS),
+        }
+    }
 }
 
 impl Guessing {
     fn blocked(&self, address: &str) -> Option<Duration> {
-        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        until
+        self.until
             .get(address)
             .and_then(|t| t.checked_duration_since(Instant::now()))
             .filter(|left| !left.is_zero())
     }
 
     fn block(&self, address: String, for_: Duration) {
-        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        if until.len() >= MAX_REMEMBERED_KEYS {
-            let now = Instant::now();
-            until.retain(|_, t| *t > now);
-            if until.len() >= MAX_REMEMBERED_KEYS {
-                until.clear();
-            }
-        }
-        until.insert(address, Instant::now() + for_);
+        self.until.insert(address, Instant::now() + for_);
     }
 }
 
@@ -355,7 +350,7 @@ pub struct ClientAuthenticator {
     guessing: Arc<Guessing>,
     limits: Limits,
     cache_ttl: Duration,
-    rows: Arc<Mutex<HashMap<String, CachedRow>>>,
+    rows: Arc<quick_cache::sync::Cache<String, CachedRow>>,
 }
 
 impl ClientAuthenticator {
@@ -367,14 +362,14 @@ impl ClientAuthenticator {
             guessing: Arc::default(),
             limits: Limits::default(),
             cache_ttl,
-            rows: Arc::default(),
+            rows: Arc::new(quick_cache::sync::Cache::new(MAX_REMEMBERED_KEYS)),
         }
     }
 
     /// How many client rows (or their absence) are remembered: bounded in
     /// number, and in size since only well-formed client keys get here.
     pub fn remembered_rows(&self) -> usize {
-        self.rows.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.rows.len()
     }
 
     /// Counts each client's requests in `limits` (Redis, to hold across instances).
@@ -389,19 +384,15 @@ impl ClientAuthenticator {
         freshness: Freshness,
     ) -> Result<Option<ApiClient>, StoreError> {
         if freshness == Freshness::Recent {
-            let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((row, at)) = rows.get(client_key) {
+            if let Some((row, at)) = self.rows.get(client_key) {
                 if at.elapsed() < ROW_CACHE_TTL {
-                    return Ok(row.clone());
+                    return Ok(row);
                 }
             }
         }
         let row = self.store.client(client_key).await?;
-        let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
-        if rows.len() >= MAX_REMEMBERED_KEYS {
-            rows.retain(|_, (_, at)| at.elapsed() < ROW_CACHE_TTL);
-        }
-        rows.insert(client_key.to_owned(), (row.clone(), Instant::now()));
+        self.rows
+            .insert(client_key.to_owned(), (row.clone(), Instant::now()));
         Ok(row)
     }
 
@@ -533,6 +524,33 @@ impl ClientAuthenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The remembered sets are bounded by eviction, not by a scan under a
+    /// lock: a flood of addresses or keys leaves them near the bound, and
+    /// the newest entries are there.
+    #[test]
+    fn remembered_sets_stay_bounded() {
+        let (guessing, verified) = (Guessing::default(), VerifiedKeys::default());
+        let flood = MAX_REMEMBERED_KEYS * 5;
+        for n in 0..flood {
+            guessing.block(format!("address-{n}"), Duration::from_secs(60));
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            verified.insert(digest, "hash".into());
+        }
+        let bound = MAX_REMEMBERED_KEYS + MAX_REMEMBERED_KEYS / 10;
+        assert!(guessing.until.len() <= bound, "{}", guessing.until.len());
+        assert!(
+            verified.entries.len() <= bound,
+            "{}",
+            verified.entries.len()
+        );
+        assert!(
+            guessing
+                .blocked(&format!("address-{}", flood - 1))
+                .is_some()
+        );
+    }
 
     #[test]
     fn only_our_client_keys_are_looked_up() {
