@@ -286,37 +286,6 @@ fn time_text(t: OffsetDateTime) -> Value {
     Value::String(t.format(&Rfc3339).unwrap_or_default())
 }
 
-/// One column of one row as JSON.
-macro_rules! read_column {
-    ($row:expr, $i:expr, $col:expr) => {{
-        let row = &$row;
-        match $col {
-            Uuid => Value::String(row.try_get::<uuid::Uuid, _>($i)?.to_string()),
-            OptUuid => row
-                .try_get::<Option<uuid::Uuid>, _>($i)?
-                .map_or(Value::Null, |u| Value::String(u.to_string())),
-            Text => Value::String(row.try_get::<String, _>($i)?),
-            OptText => row
-                .try_get::<Option<String>, _>($i)?
-                .map_or(Value::Null, Value::String),
-            I64 => Value::from(row.try_get::<i64, _>($i)?),
-            OptI64 => row
-                .try_get::<Option<i64>, _>($i)?
-                .map_or(Value::Null, Value::from),
-            I32 => Value::from(row.try_get::<i32, _>($i)?),
-            OptI32 => row
-                .try_get::<Option<i32>, _>($i)?
-                .map_or(Value::Null, Value::from),
-            Bool => Value::Bool(row.try_get::<bool, _>($i)?),
-            Time => time_text(row.try_get::<OffsetDateTime, _>($i)?),
-            OptTime => row
-                .try_get::<Option<OffsetDateTime>, _>($i)?
-                .map_or(Value::Null, time_text),
-            Bytes => Value::String(BASE64.encode(row.try_get::<Vec<u8>, _>($i)?)),
-        }
-    }};
-}
-
 fn parse_uuid(v: &Value) -> Result<Option<uuid::Uuid>> {
     match v {
         Value::Null => Ok(None),
@@ -360,37 +329,87 @@ fn required<T>(value: Option<T>, column: &str) -> Result<T> {
     value.ok_or_else(|| bad(format!("{column} may not be null")))
 }
 
-/// Binds one JSON value as the column's type.
-macro_rules! bind_column {
-    ($query:expr, $col:expr, $name:expr, $value:expr) => {{
-        let (q, v, name) = ($query, $value, $name);
-        match $col {
-            Uuid => q.bind(required(parse_uuid(v)?, name)?),
-            OptUuid => q.bind(parse_uuid(v)?),
-            Text => q.bind(required(parse_text(v)?, name)?),
-            OptText => q.bind(parse_text(v)?),
-            I64 => q.bind(required(parse_int(v)?, name)?),
-            OptI64 => q.bind(parse_int(v)?),
-            I32 => q.bind(
-                i32::try_from(required(parse_int(v)?, name)?).map_err(|e| bad(e.to_string()))?,
-            ),
-            OptI32 => q.bind(
-                parse_int(v)?
-                    .map(i32::try_from)
-                    .transpose()
-                    .map_err(|e| bad(e.to_string()))?,
-            ),
-            Bool => q.bind(required(v.as_bool(), name)?),
-            Time => q.bind(required(parse_time(v)?, name)?),
-            OptTime => q.bind(parse_time(v)?),
-            Bytes => q.bind(
-                BASE64
-                    .decode(required(parse_text(v)?, name)?)
-                    .map_err(|e| bad(e.to_string()))?,
-            ),
-        }
-    }};
+/// A row of either backend, read column by column into JSON.
+trait ReadColumn {
+    /// Column `i` as JSON, read as `col`.
+    fn json_column(&self, i: usize, col: Col) -> Result<Value>;
 }
+
+/// A query of either backend, bound column by column from JSON.
+trait BindColumn: Sized {
+    /// Binds `value` as column `name` of type `col`.
+    fn bind_column(self, col: Col, name: &str, value: &Value) -> Result<Self>;
+}
+
+/// Implements [`ReadColumn`] and [`BindColumn`] for one backend: the same
+/// conversions on both.
+macro_rules! columns_of {
+    ($db:ty, $row:ty) => {
+        impl ReadColumn for $row {
+            fn json_column(&self, i: usize, col: Col) -> Result<Value> {
+                let row = self;
+                Ok(match col {
+                    Uuid => Value::String(row.try_get::<uuid::Uuid, _>(i)?.to_string()),
+                    OptUuid => row
+                        .try_get::<Option<uuid::Uuid>, _>(i)?
+                        .map_or(Value::Null, |u| Value::String(u.to_string())),
+                    Text => Value::String(row.try_get::<String, _>(i)?),
+                    OptText => row
+                        .try_get::<Option<String>, _>(i)?
+                        .map_or(Value::Null, Value::String),
+                    I64 => Value::from(row.try_get::<i64, _>(i)?),
+                    OptI64 => row
+                        .try_get::<Option<i64>, _>(i)?
+                        .map_or(Value::Null, Value::from),
+                    I32 => Value::from(row.try_get::<i32, _>(i)?),
+                    OptI32 => row
+                        .try_get::<Option<i32>, _>(i)?
+                        .map_or(Value::Null, Value::from),
+                    Bool => Value::Bool(row.try_get::<bool, _>(i)?),
+                    Time => time_text(row.try_get::<OffsetDateTime, _>(i)?),
+                    OptTime => row
+                        .try_get::<Option<OffsetDateTime>, _>(i)?
+                        .map_or(Value::Null, time_text),
+                    Bytes => Value::String(BASE64.encode(row.try_get::<Vec<u8>, _>(i)?)),
+                })
+            }
+        }
+
+        impl<'q> BindColumn for sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            fn bind_column(self, col: Col, name: &str, v: &Value) -> Result<Self> {
+                let q = self;
+                Ok(match col {
+                    Uuid => q.bind(required(parse_uuid(v)?, name)?),
+                    OptUuid => q.bind(parse_uuid(v)?),
+                    Text => q.bind(required(parse_text(v)?, name)?),
+                    OptText => q.bind(parse_text(v)?),
+                    I64 => q.bind(required(parse_int(v)?, name)?),
+                    OptI64 => q.bind(parse_int(v)?),
+                    I32 => q.bind(
+                        i32::try_from(required(parse_int(v)?, name)?)
+                            .map_err(|e| bad(e.to_string()))?,
+                    ),
+                    OptI32 => q.bind(
+                        parse_int(v)?
+                            .map(i32::try_from)
+                            .transpose()
+                            .map_err(|e| bad(e.to_string()))?,
+                    ),
+                    Bool => q.bind(required(v.as_bool(), name)?),
+                    Time => q.bind(required(parse_time(v)?, name)?),
+                    OptTime => q.bind(parse_time(v)?),
+                    Bytes => q.bind(
+                        BASE64
+                            .decode(required(parse_text(v)?, name)?)
+                            .map_err(|e| bad(e.to_string()))?,
+                    ),
+                })
+            }
+        }
+    };
+}
+columns_of!(sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+columns_of!(sqlx::Postgres, sqlx::postgres::PgRow);
 
 impl Store {
     /// Writes the whole state, read at one moment, to `out`.
@@ -433,7 +452,7 @@ impl Store {
                 while let Some(row) = rows.try_next().await? {
                     let mut values = Vec::with_capacity(columns.len());
                     for (i, (_, col)) in columns.iter().enumerate() {
-                        values.push(read_column!(row, i, *col));
+                        values.push(row.json_column(i, *col)?);
                     }
                     write!(
                         out,
@@ -508,7 +527,7 @@ impl Store {
                     }
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
                     for ((name, col), value) in columns.iter().zip(row) {
-                        query = bind_column!(query, *col, name, value);
+                        query = query.bind_column(*col, name, value)?;
                     }
                     query.execute(&mut *tx).await?;
                 }
