@@ -227,6 +227,11 @@ fn everywhere(role: &RoleName) -> RoleAssignment {
     }
 }
 
+const CREATE_GROUP: &str = "INSERT INTO scim_groups \
+     (id, display_name, display_name_key, external_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)";
+const RENAME_GROUP: &str = "UPDATE scim_groups \
+     SET display_name = $2, display_name_key = $3, external_id = $4, updated_at = $5 WHERE id = $1";
+
 /// A write to the group row, where a name another group has is
 /// `AlreadyExists`.
 fn unique_name<T>(result: sqlx::Result<T>) -> Result<T> {
@@ -252,23 +257,28 @@ impl Store {
         on_pool!(self, |pool| {
             let (mut tx, revision) = pool.begin_change().await?;
             let mut held: Vec<(UserId, RoleName, bool)> = Vec::new();
-            if let Some((name, external_id)) = change.create {
+            // Create, then rename (a PUT's names): the same columns either way.
+            let names = [
+                (change.create, CREATE_GROUP, "scim.group.create"),
+                (change.rename, RENAME_GROUP, "scim.group.update"),
+            ];
+            for (given, sql, action) in names {
+                let Some((name, external_id)) = given else {
+                    continue;
+                };
                 unique_name(
-                    sqlx::query(
-                        "INSERT INTO scim_groups (id, display_name, display_name_key, external_id, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $5)",
-                    )
-                    .bind(id)
-                    .bind(name)
-                    .bind(name.to_lowercase())
-                    .bind(external_id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await,
+                    sqlx::query(sql)
+                        .bind(id)
+                        .bind(name)
+                        .bind(name.to_lowercase())
+                        .bind(external_id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await,
                 )?;
                 tx.audit(
                     None,
-                    Event::new("scim.group.create", format!("scim_group:{id}")).after(
+                    Event::new(action, format!("scim_group:{id}")).after(
                         serde_json::json!({"display_name": name, "external_id": external_id}),
                     ),
                 )
@@ -287,28 +297,6 @@ impl Store {
                 Some(name) => tx.role_of(&name).await?,
                 None => None,
             };
-            if let Some((name, external_id)) = change.rename {
-                unique_name(
-                    sqlx::query(
-                        "UPDATE scim_groups SET display_name = $2, display_name_key = $3, external_id = $4, updated_at = $5 \
-                         WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(name)
-                    .bind(name.to_lowercase())
-                    .bind(external_id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await,
-                )?;
-                tx.audit(
-                    None,
-                    Event::new("scim.group.update", format!("scim_group:{id}")).after(
-                        serde_json::json!({"display_name": name, "external_id": external_id}),
-                    ),
-                )
-                .await?;
-            }
             for (user, member) in change
                 .remove
                 .iter()
