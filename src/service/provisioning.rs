@@ -269,23 +269,15 @@ impl Provisioning {
             match operation {
                 GroupOperation::AddMembers(users) => {
                     self.own_users(client, users).await?;
-                    for user in users {
-                        if !members.contains(user) {
-                            members.push(*user);
-                        }
-                    }
+                    join(&mut members, users);
                 }
                 GroupOperation::RemoveMembers(users) => {
                     members.retain(|member| !users.contains(member));
                 }
                 GroupOperation::ReplaceMembers(users) => {
                     self.own_users(client, users).await?;
-                    members = Vec::new();
-                    for user in users {
-                        if !members.contains(user) {
-                            members.push(*user);
-                        }
-                    }
+                    members.clear();
+                    join(&mut members, users);
                 }
                 GroupOperation::Rename(to) => name = Some(to.as_str()),
             }
@@ -382,5 +374,14 @@ impl Provisioning {
             }
         }
         Ok(())
+    }
+}
+
+/// Adds the users who are not members yet, in the order given.
+fn join(members: &mut Vec<UserId>, users: &[UserId]) {
+    for user in users {
+        if !members.contains(user) {
+            members.push(*user);
+        }
     }
 }
