@@ -274,7 +274,7 @@ impl Application {
         let authentik = settings
             .authentik
             .clone()
-            .map(|a| Authentik::new(a, directory.clone()));
+            .map(|a| Authentik::new(a, auth.clone()));
         let state = AppState::new(Services {
             audit_log: AuditLog::new(store.clone()),
             health: Health::new(store.clone(), engine.clone(), redis, oidc.clone()),

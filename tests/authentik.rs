@@ -167,6 +167,8 @@ fn calls(fake: &Shared) -> Vec<String> {
     std::mem::take(&mut fake.lock().unwrap().calls)
 }
 
+const PASSWORD: &str = "a long and unusual passphrase 42";
+
 #[tokio::test]
 async fn ensure_creates_then_updates_and_is_idempotent() {
     let Some((app, fake)) = app_with_authentik().await else {
@@ -197,10 +199,40 @@ async fn ensure_creates_then_updates_and_is_idempotent() {
         "nothing to change, nothing sent"
     );
 
+    // Ada also signs in to memberd itself, as the same subject.
+    let admin = app.create_client().await;
+    let account = app
+        .admin(&admin, "/admin/accounts")
+        .json(&json!({"username": "ada", "password": PASSWORD, "authentik_sub": uid, "must_change_password": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(account.status(), StatusCode::CREATED);
+    let tokens: Value = app.login("ada", PASSWORD).await.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let me = |token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .get(app.url("/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(me(access.clone()).await, StatusCode::OK);
+
     let mut moved = body.clone();
     moved["email"] = "ada@newmail.example".into();
     moved["is_active"] = false.into();
     let updated: Value = ensure(&app, moved).await.json().await.unwrap();
+    assert_eq!(
+        me(access).await,
+        StatusCode::UNAUTHORIZED,
+        "deactivating the user through Authentik ends their sessions"
+    );
     assert_eq!(calls(&fake), ["GET users ada", "PATCH users 7"]);
     assert_eq!(updated["authentik"]["email"], "ada@newmail.example");
     assert_eq!(updated["user"]["email"], "ada@newmail.example");

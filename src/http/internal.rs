@@ -226,9 +226,6 @@ async fn ensure_in_authentik(
         )
     })?;
     let (authentik, user) = authentik.ensure(wanted).await?;
-    if !user.is_active {
-        state.auth.sessions().revoke_all(user.id).await?;
-    }
     Ok(Json(Ensured { authentik, user }))
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ServiceError;
-use super::directory::Directory;
+use super::auth::Auth;
 use crate::authn::Secret;
 use crate::model::{AuthentikSub, DisplayName, Email, User, UserUpsert};
 
@@ -78,11 +78,12 @@ struct Group {
 pub struct Authentik {
     settings: AuthentikSettings,
     http: reqwest::Client,
-    directory: Directory,
+    /// Writes the user as memberd keeps it (and signs a deactivated one out).
+    accounts: Auth,
 }
 
 impl Authentik {
-    pub fn new(settings: AuthentikSettings, directory: Directory) -> Self {
+    pub fn new(settings: AuthentikSettings, accounts: Auth) -> Self {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .build()
@@ -90,7 +91,7 @@ impl Authentik {
         Self {
             settings,
             http,
-            directory,
+            accounts,
         }
     }
 
@@ -226,7 +227,7 @@ impl Authentik {
         let sub = AuthentikSub::parse(ensured.uid.clone())
             .map_err(|e| AuthentikError::Refused(format!("unusable uid: {e}")))?;
         let user = self
-            .directory
+            .accounts
             .upsert_user(&UserUpsert {
                 authentik_sub: sub,
                 email: Some(wanted.email),
