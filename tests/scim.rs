@@ -79,6 +79,11 @@ async fn discovery_and_authentication(s) {
     let body: Value = anonymous.json().await.unwrap();
     assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
     assert_eq!(body["status"], "401");
+    // The scheme is case-insensitive (RFC 7235 §2.1); some providers send it lower-case.
+    let lower = s.app.http.get(s.app.url("/scim/v2/Users"))
+        .header("authorization", format!("bearer {}:{}", s.creds.client_key, s.creds.api_key))
+        .send().await.unwrap();
+    assert_eq!(lower.status(), StatusCode::OK);
 }
 
 async fn a_push_creates_updates_and_deactivates_a_user(s) {

@@ -633,15 +633,15 @@ async fn external_user(state: &AppState, oidc: &Oidc, token: &str) -> Result<Use
     Ok(user)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+/// The credentials of `Authorization: Bearer …`, the scheme in any case
+/// (RFC 7235 §2.1). Ours is one line: the `headers` crate's typed header
+/// (through axum-extra) would bring a crate and its own dependencies for it.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
 }
 
 /// The active user an embedded token names. Every failure (no secret

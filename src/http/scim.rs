@@ -221,12 +221,7 @@ impl FromRequestParts<AppState> for ScimCaller {
                 "send Authorization: Bearer CLIENT_KEY:API_KEY",
             )
         };
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(unauthorized)?;
+        let token = super::extract::bearer(&parts.headers).ok_or_else(unauthorized)?;
         let (client_key, api_key) = token.trim().split_once(':').ok_or_else(unauthorized)?;
         let api_key = Secret::new(api_key);
         let info = client_info(parts, state);
