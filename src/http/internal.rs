@@ -124,17 +124,7 @@ pub(super) struct Snapshot {
     permissions: Vec<crate::model::EffectivePermission>,
     /// The denies that still carve exceptions out of them.
     denied: Vec<crate::model::EffectivePermission>,
-    roles: Vec<RoleHeld>,
-}
-
-/// A role the user holds, and where.
-#[derive(utoipa::ToSchema)]
-#[schema(as = HeldRole)]
-#[allow(dead_code)]
-struct RoleHeld {
-    role: String,
-    scope_type: String,
-    scope_id: String,
+    roles: Vec<super::roles::HeldRoleBody>,
 }
 
 /// Written straight from the snapshot (a `json!` value would copy every string first).
