@@ -238,6 +238,41 @@ async fn groups_linked_to_a_role_carry_it_to_their_members(s) {
     assert!(roles_of("bob").await.is_empty(), "deleting the group takes its role");
 }
 
+async fn a_role_two_groups_give_stays_while_either_does(s) {
+    let alice = s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"})).await;
+    let role = s.app.admin(&s.creds, "/admin/roles").json(&json!({"name": "editors"})).send().await.unwrap();
+    assert_eq!(role.status(), StatusCode::CREATED);
+    let mut groups = Vec::new();
+    for name in ["Editors", "Writers"] {
+        let (status, group) = s.send(Method::POST, "/scim/v2/Groups", Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name,
+            "members": [{"value": alice["id"]}]
+        }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{group}");
+        let id = group["id"].as_str().unwrap().to_owned();
+        let linked = s.app.http.put(s.app.url(&format!("/admin/scim/groups/{id}/role")))
+            .header("X-Client-Key", &s.creds.client_key).header("X-API-Key", &s.creds.api_key)
+            .json(&json!({"role": "editors"})).send().await.unwrap();
+        assert_eq!(linked.status(), StatusCode::OK);
+        groups.push(id);
+    }
+    let roles = || async {
+        let snapshot: Value = s.app.snapshot("alice").await.json().await.unwrap();
+        snapshot["roles"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(roles().await, ["editors"]);
+
+    // Out of one group, still in the other: the role stays.
+    let (status, _) = s.send(Method::PATCH, &format!("/scim/v2/Groups/{}", groups[0]), Some(patch(json!([
+        {"op": "remove", "path": "members", "value": [{"value": alice["id"]}]}
+    ])))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(roles().await, ["editors"], "Writers still gives the role");
+    let deleted = s.request(Method::DELETE, &format!("/scim/v2/Groups/{}", groups[1])).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(roles().await.is_empty(), "no group gives it any more");
+}
+
 async fn a_group_patch_is_applied_whole_or_not_at_all(s) {
     let alice = s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"})).await;
     let bob = s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "bob"})).await;

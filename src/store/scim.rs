@@ -284,16 +284,16 @@ impl Store {
                 )
                 .await?;
             }
-            let linked: Option<Option<String>> =
+            let role_name: Option<Option<String>> =
                 sqlx::query_scalar("SELECT role_name FROM scim_groups WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let Some(linked) = linked else {
+            let Some(role_name) = role_name else {
                 return Err(StoreError::NotFound("group"));
             };
             // A role deleted since it was linked is held by no one.
-            let mut role = match linked {
+            let mut role = match role_name {
                 Some(name) => tx.role_of(&name).await?,
                 None => None,
             };
@@ -332,7 +332,14 @@ impl Store {
                 .await?;
                 if let Some((role_id, name)) = &role {
                     if tx
-                        .hold(revision, user, (*role_id, name), member, &target, at)
+                        .hold(
+                            revision,
+                            user,
+                            linked(id, *role_id, name),
+                            member,
+                            &target,
+                            at,
+                        )
                         .await?
                     {
                         held.push((user, name.clone(), member));
@@ -352,7 +359,14 @@ impl Store {
                     for user in &members {
                         let target = tx.user_target(*user).await?;
                         if tx
-                            .hold(revision, *user, (*role_id, name), false, &target, at)
+                            .hold(
+                                revision,
+                                *user,
+                                linked(id, *role_id, name),
+                                false,
+                                &target,
+                                at,
+                            )
                             .await?
                         {
                             held.push((*user, name.clone(), false));
@@ -382,7 +396,14 @@ impl Store {
                         for user in &members {
                             let target = tx.user_target(*user).await?;
                             if tx
-                                .hold(revision, *user, (*role_id, name), true, &target, at)
+                                .hold(
+                                    revision,
+                                    *user,
+                                    linked(id, *role_id, name),
+                                    true,
+                                    &target,
+                                    at,
+                                )
                                 .await?
                             {
                                 held.push((*user, name.clone(), true));
@@ -425,20 +446,37 @@ impl Store {
     }
 }
 
+/// A group's linked role, which its members hold everywhere.
+#[derive(Clone, Copy)]
+struct Linked<'a> {
+    group: Uuid,
+    role_id: Uuid,
+    role: &'a RoleName,
+}
+
+fn linked(group: Uuid, role_id: Uuid, role: &RoleName) -> Linked<'_> {
+    Linked {
+        group,
+        role_id,
+        role,
+    }
+}
+
 /// The statements of a group's write that touch roles, on a connection of
 /// either backend.
 trait GroupTx {
     /// The role's id and name, if it exists.
     async fn role_of(&mut self, name: &str) -> Result<Option<(Uuid, RoleName)>>;
 
-    /// SCIM holds (`hold`) or lets go of the role everywhere for the user
-    /// (`target` names them in the audit log). Answers whether the
-    /// assignment itself came or went: it stays while an operator holds it.
+    /// SCIM holds (`hold`) or lets go of the group's role everywhere for
+    /// the user (`target` names them in the audit log). Answers whether the
+    /// assignment itself came or went: it stays while an operator holds it,
+    /// or while another group linked to the role has the user.
     async fn hold(
         &mut self,
         revision: i64,
         user: UserId,
-        role: (Uuid, &RoleName),
+        linked: Linked<'_>,
         hold: bool,
         target: &str,
         at: OffsetDateTime,
@@ -463,7 +501,7 @@ macro_rules! group_tx {
                 &mut self,
                 revision: i64,
                 user: UserId,
-                (role_id, role): (Uuid, &RoleName),
+                Linked { group, role_id, role }: Linked<'_>,
                 hold: bool,
                 target: &str,
                 at: OffsetDateTime,
@@ -497,6 +535,18 @@ macro_rules! group_tx {
                     }
                     inserted
                 } else {
+                    let other_groups: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM scim_group_members m JOIN scim_groups g ON g.id = m.group_id \
+                         WHERE m.user_id = $1 AND g.role_name = $2 AND g.id <> $3",
+                    )
+                    .bind(user.0)
+                    .bind(role.as_str())
+                    .bind(group)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if other_groups > 0 {
+                        return Ok(false);
+                    }
                     let deleted = sqlx::query(
                         "DELETE FROM role_assignments WHERE user_id = $1 AND role_id = $2 \
                          AND scope_type = $3 AND scope_id = $4 AND NOT held_by_admin",
