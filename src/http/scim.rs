@@ -1113,7 +1113,7 @@ async fn patch_group(
     let operations = group_operations(&parse_body(&body)?)?;
     let group = state
         .provisioning
-        .patch_group(&client, group.id, &operations)
+        .patch_group(&client, &group, &operations)
         .await?;
     let base = base_url(host(&headers).as_deref(), &state);
     Ok(scim_json(
@@ -1155,8 +1155,12 @@ fn group_operations(body: &Value) -> Result<Vec<GroupOperation>, ScimError> {
                     if p.eq_ignore_ascii_case("displayName")
                         || (p.is_empty() && value["displayName"].is_string()) =>
                 {
-                    let name = value.as_str().or(value["displayName"].as_str());
-                    let name = scim_text("displayName", &json!(name))?;
+                    let name = if value.is_string() {
+                        value
+                    } else {
+                        &value["displayName"]
+                    };
+                    let name = scim_text("displayName", name)?;
                     if name.trim().is_empty() {
                         return Err(ScimError::bad(
                             "invalidValue",

@@ -240,30 +240,31 @@ impl Provisioning {
         self.group(id).await
     }
 
-    /// Replaces the group's name, externalId and members.
+    /// Replaces the group's name, externalId and members (a group that is
+    /// not there is `NotFound` from the write).
     pub async fn replace_group(
         &self,
         client: &ApiClient,
         id: Uuid,
         fields: &GroupFields,
     ) -> Result<ScimGroupRow, ServiceError> {
-        self.group(id).await?;
         self.own_users(client, &fields.members).await?;
-        let mut change = self.membership(id, &fields.members).await?;
+        let mut change = membership(&self.member_ids(id).await?, &fields.members);
         change.rename = Some((&fields.display_name, fields.external_id.as_deref()));
         self.write(id, &change).await?;
         self.group(id).await
     }
 
-    /// Applies the operations in order, all or none.
+    /// Applies the operations to the group in order, all or none.
     pub async fn patch_group(
         &self,
         client: &ApiClient,
-        id: Uuid,
+        group: &ScimGroupRow,
         operations: &[GroupOperation],
     ) -> Result<ScimGroupRow, ServiceError> {
-        let group = self.group(id).await?;
-        let mut members = self.member_ids(id).await?;
+        let id = group.id;
+        let current = self.member_ids(id).await?;
+        let mut members = current.clone();
         let mut name = None;
         for operation in operations {
             match operation {
@@ -282,7 +283,7 @@ impl Provisioning {
                 GroupOperation::Rename(to) => name = Some(to.as_str()),
             }
         }
-        let mut change = self.membership(id, &members).await?;
+        let mut change = membership(&current, &members);
         change.rename = name.map(|name| (name, group.external_id.as_deref()));
         self.write(id, &change).await?;
         self.group(id).await
@@ -337,28 +338,6 @@ impl Provisioning {
             .collect())
     }
 
-    /// The change that makes the group's members exactly `wanted`.
-    async fn membership(
-        &self,
-        group: Uuid,
-        wanted: &[UserId],
-    ) -> Result<GroupChange<'static>, ServiceError> {
-        let current = self.member_ids(group).await?;
-        Ok(GroupChange {
-            remove: current
-                .iter()
-                .filter(|u| !wanted.contains(u))
-                .copied()
-                .collect(),
-            add: wanted
-                .iter()
-                .filter(|u| !current.contains(u))
-                .copied()
-                .collect(),
-            ..GroupChange::default()
-        })
-    }
-
     /// Members must be users this client provisioned: a group linked to a
     /// role must not become a way to give that role to anyone else (an
     /// operator).
@@ -374,6 +353,23 @@ impl Provisioning {
             }
         }
         Ok(())
+    }
+}
+
+/// The change that makes a group's members `current` exactly `wanted`.
+fn membership(current: &[UserId], wanted: &[UserId]) -> GroupChange<'static> {
+    GroupChange {
+        remove: current
+            .iter()
+            .filter(|u| !wanted.contains(u))
+            .copied()
+            .collect(),
+        add: wanted
+            .iter()
+            .filter(|u| !current.contains(u))
+            .copied()
+            .collect(),
+        ..GroupChange::default()
     }
 }
 

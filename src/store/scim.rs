@@ -356,22 +356,8 @@ impl Store {
                 .await?;
                 let members: Vec<UserId> = members.into_iter().map(UserId).collect();
                 if let Some((role_id, name)) = &role {
-                    for user in &members {
-                        let target = tx.user_target(*user).await?;
-                        if tx
-                            .hold(
-                                revision,
-                                *user,
-                                linked(id, *role_id, name),
-                                false,
-                                &target,
-                                at,
-                            )
-                            .await?
-                        {
-                            held.push((*user, name.clone(), false));
-                        }
-                    }
+                    let linked = linked(id, *role_id, name);
+                    held.extend(tx.hold_all(revision, &members, linked, false, at).await?);
                 }
                 if let Some(link) = change.link.filter(|_| !change.delete) {
                     sqlx::query(
@@ -393,22 +379,8 @@ impl Store {
                         None => None,
                     };
                     if let Some((role_id, name)) = &role {
-                        for user in &members {
-                            let target = tx.user_target(*user).await?;
-                            if tx
-                                .hold(
-                                    revision,
-                                    *user,
-                                    linked(id, *role_id, name),
-                                    true,
-                                    &target,
-                                    at,
-                                )
-                                .await?
-                            {
-                                held.push((*user, name.clone(), true));
-                            }
-                        }
+                        let linked = linked(id, *role_id, name);
+                        held.extend(tx.hold_all(revision, &members, linked, true, at).await?);
                     }
                 }
             }
@@ -481,6 +453,17 @@ trait GroupTx {
         target: &str,
         at: OffsetDateTime,
     ) -> Result<bool>;
+
+    /// [`GroupTx::hold`] for each of `users`: answers the holds that came
+    /// or went, as [`GroupPolicyChange::held`] lists them.
+    async fn hold_all(
+        &mut self,
+        revision: i64,
+        users: &[UserId],
+        linked: Linked<'_>,
+        hold: bool,
+        at: OffsetDateTime,
+    ) -> Result<Vec<(UserId, RoleName, bool)>>;
 }
 
 /// Implements [`GroupTx`] for one backend's connection: the same
@@ -579,6 +562,24 @@ macro_rules! group_tx {
                     .await?;
                 }
                 Ok(changed)
+            }
+
+            async fn hold_all(
+                &mut self,
+                revision: i64,
+                users: &[UserId],
+                linked: Linked<'_>,
+                hold: bool,
+                at: OffsetDateTime,
+            ) -> Result<Vec<(UserId, RoleName, bool)>> {
+                let mut held = Vec::new();
+                for user in users {
+                    let target = self.user_target(*user).await?;
+                    if self.hold(revision, *user, linked, hold, &target, at).await? {
+                        held.push((*user, linked.role.clone(), hold));
+                    }
+                }
+                Ok(held)
             }
         }
     };
