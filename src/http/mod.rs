@@ -34,7 +34,6 @@ use crate::service::authentik::Authentik;
 use crate::service::clients::{ClientAdmin, ClientAuthenticator};
 use crate::service::directory::Directory;
 use crate::service::oidc::Oidc;
-
 use error::ApiError;
 
 /// Every route, with its documentation.

@@ -466,17 +466,16 @@ fn error_statuses(op: &Operation, parameters: &[Value]) -> Vec<(u16, &'static st
 /// client names its functions by, and which a route keeps for as long as
 /// its path does.
 fn operation_id(method: &str, path: &str) -> String {
-    let mut id = method.to_ascii_lowercase();
-    for word in path.split(|c: char| !c.is_ascii_alphanumeric() && c != '_') {
-        if !word.is_empty() {
-            id.push('_');
-            id.push_str(&word.to_ascii_lowercase());
-        }
-    }
-    if id == method.to_ascii_lowercase() {
-        id.push_str("_root");
-    }
-    id
+    let words: Vec<&str> = path
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|word| !word.is_empty())
+        .collect();
+    let path = if words.is_empty() {
+        "root".to_owned()
+    } else {
+        words.join("_")
+    };
+    format!("{method}_{path}").to_ascii_lowercase()
 }
 
 /// The OpenAPI 3.1 document.

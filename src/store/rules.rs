@@ -368,9 +368,7 @@ impl Store {
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
-            let changed_roles = tx
-                .resync_bound_roles(revision, bound.into_iter().collect(), at)
-                .await?;
+            let changed_roles = tx.resync_bound_roles(revision, bound, at).await?;
             if !changed_roles.is_empty() {
                 tx.log_role_holders(revision, &names_of(affected)).await?;
             }
@@ -434,9 +432,7 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            let changed_roles = tx
-                .resync_bound_roles(revision, bound.into_iter().collect(), at)
-                .await?;
+            let changed_roles = tx.resync_bound_roles(revision, bound, at).await?;
             tx.audit(
                 Some(revision),
                 Event::new("rule.delete", format!("rule:{name}"))
@@ -496,11 +492,7 @@ impl Store {
             after.sort();
             after.dedup();
             let changed_roles = tx
-                .resync_bound_roles(
-                    revision,
-                    [(role_id, role.to_string())].into_iter().collect(),
-                    at,
-                )
+                .resync_bound_roles(revision, vec![(role_id, role.to_string())], at)
                 .await?;
             if !changed_roles.is_empty() {
                 tx.log_role_holders(revision, &names_of(affected)).await?;
